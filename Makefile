@@ -1,0 +1,40 @@
+# Two commands for a new user: `make demo` and `make test`. Both create .venv first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+GM     := $(VENV)/bin/genmodels
+DEMO   ?= demo-output
+# torch first and pinned: on a machine without a GPU pip takes the local CPU wheel instead of
+# pulling several GB of CUDA packages through an unpinned dependency.
+TORCH  ?= torch==2.13.0
+
+.PHONY: demo test install install-test clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: $(VENV)/.installed
+	@mkdir -p $(DEMO)
+	$(GM) fit wine --model flow --out $(DEMO)/model --max-time 60 --seed 0
+	$(GM) sample $(DEMO)/model -n 500 -o $(DEMO)/synthetic.csv --seed 0
+	$(GM) score $(DEMO)/model wine -o $(DEMO)/scores.csv
+	$(GM) evaluate $(DEMO)/model wine --json > $(DEMO)/evaluation.json
+	@echo "demo: model, synthetic rows, scores and evaluation are in $(DEMO)/"
+	@cat $(DEMO)/evaluation.json
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -n 2 --durations=15
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache

@@ -1,0 +1,13 @@
+"""genmodels: generative models behind one interface: fit, sample, score, evaluate, save, load.
+
+>>> import genmodels as gm
+>>> gm.list_models()
+['flow', 'gmm', 'kde', 'vae']
+"""
+from . import datasets, errors
+from .evaluate import evaluate
+from .model import Model, load
+from .registry import list_models
+
+__version__ = "0.1.0"
+__all__ = ["Model", "load", "evaluate", "list_models", "datasets", "errors", "__version__"]

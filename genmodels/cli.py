@@ -1,0 +1,209 @@
+"""The ``genmodels`` command: a thin layer over Model, the registry, data sets and metrics.
+
+    genmodels models [--modality M]
+    genmodels datasets
+    genmodels fit DATA --model FAMILY --out DIR [--max-time S] [--seed N] [--set key=value ...]
+    genmodels sample DIR -n N -o FILE [--seed N]
+    genmodels score DIR DATA -o FILE
+    genmodels evaluate DIR DATA [--json]
+
+DATA is a CSV/Parquet path or a built-in data set's name (its training split for ``fit``, its
+test split for ``score`` and ``evaluate``). A user's mistake prints one line on stderr and exits
+with status 2; a bug prints its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+EXIT_USER_ERROR = 2
+WRITERS = {".csv": lambda df, p: df.to_csv(p, index=False), ".parquet": lambda df, p: df.to_parquet(p, index=False)}
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+    return Console(stderr=stderr, highlight=False)
+
+
+def _data(arg: str, split: str) -> Any:
+    """A path as given; a built-in data set's name as that split's DataFrame."""
+    from . import datasets
+    from .errors import DataError
+    if Path(arg).exists():
+        return arg
+    names = [d["name"] for d in datasets.list()]
+    if arg in names:
+        return getattr(datasets.load(arg), split)
+    raise DataError(f"{arg!r} is neither a file nor a built-in data set; built-in: {', '.join(names)}")
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _pairs(items: Sequence[str], what: str) -> dict[str, Any]:
+    from .errors import ConfigError
+    out = {}
+    for item in items or ():
+        key, sep, val = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{what} expects key=value, got {item!r}")
+        out[key.strip()] = _value(val.strip())
+    return out
+
+
+def _write(df: pd.DataFrame, path: str) -> None:
+    from .errors import ConfigError
+    p = Path(path)
+    if p.suffix.lower() not in WRITERS:
+        raise ConfigError(f"cannot write {p.suffix or 'files without an extension'}; name the output .csv or .parquet")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    WRITERS[p.suffix.lower()](df, p)
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from . import registry
+    for name in registry.list_models(args.modality):
+        cls = registry.family(name)
+        print(f"{name:8s} likelihood={cls.likelihood:5s} modalities={','.join(cls.modalities)}")
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from . import datasets
+    table = Table("name", "modality", "rows", "columns", "description")
+    for d in datasets.list():
+        table.add_row(d["name"], d["modality"], str(d["rows"]), str(d["columns"]), d["description"])
+    _console().print(table)
+
+
+def cmd_fit(args: argparse.Namespace) -> None:
+    from .model import Model
+    hyper = _pairs(args.set, "--set")
+    codec = {"column_kinds": _pairs(args.kind, "--kind")} if args.kind else None
+    model = Model(args.model, seed=args.seed, device=args.device, num_threads=args.threads, codec=codec, **hyper)
+    data = _data(args.data, "train")
+    model.fit(data, max_time=args.max_time, max_epochs=args.max_epochs, max_steps=args.max_steps,
+              validation=args.validation, verbose=not args.quiet, resume=args.resume, checkpoint_dir=args.out)
+    model.save(args.out)
+    info = model.fit_info_
+    _console(stderr=True).print(f"fitted {args.model} ({model.likelihood} likelihood) on {info['rows']} rows in "
+                                f"{info['fit_seconds']:.1f}s ({info['stopped']}); saved to {args.out}")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from .model import load
+    model = load(args.model_dir, device=args.device)
+    out = model.sample(args.n, seed=args.seed)
+    if isinstance(out, np.ndarray):
+        out = pd.DataFrame(out, columns=[c.name for c in model.codec_.columns_])
+    _write(out, args.output)
+    _console(stderr=True).print(f"wrote {len(out)} rows to {args.output}")
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from .model import load
+    model = load(args.model_dir, device=args.device)
+    lp = model.log_prob(_data(args.data, "test"))
+    column = "log_likelihood" if model.likelihood == "exact" else "log_likelihood_bound"
+    _write(pd.DataFrame({column: lp}), args.output)
+    _console(stderr=True).print(f"wrote {len(lp)} {column} values (nats per row, mean {lp.mean():.4f}) to {args.output}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate
+    from .model import load
+    model = load(args.model_dir, device=args.device)
+    metrics = evaluate(model, _data(args.data, "test"), seed=args.seed)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return
+    from rich.table import Table
+    table = Table("metric", "value", title=f"{model.family} on {args.data}")
+    for k, v in metrics.items():
+        table.add_row(k, f"{v:.4f}")
+    _console().print(table)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="genmodels", description="Fit, sample, score and evaluate generative models.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("models", help="list model families")
+    s.add_argument("--modality", default=None)
+    s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("datasets", help="list built-in data sets")
+    s.set_defaults(func=cmd_datasets)
+
+    s = sub.add_parser("fit", help="fit a model and save it to a folder")
+    s.add_argument("data", help="CSV/Parquet path or built-in data set name")
+    s.add_argument("--model", default="flow", help="family name (genmodels models)")
+    s.add_argument("--out", required=True, help="folder to save the model (and checkpoints) to")
+    s.add_argument("--max-time", type=float, default=None, help="training budget in seconds")
+    s.add_argument("--max-epochs", type=int, default=None)
+    s.add_argument("--max-steps", type=int, default=None)
+    s.add_argument("--validation", type=float, default=0.1, help="share of rows for early stopping")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="hyper-parameter, e.g. --set n_components=5")
+    s.add_argument("--kind", action="append", metavar="COLUMN=KIND", help="override a column kind")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted run saved in --out")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_fit)
+
+    s = sub.add_parser("sample", help="draw synthetic rows from a saved model")
+    s.add_argument("model_dir")
+    s.add_argument("-n", type=int, required=True)
+    s.add_argument("-o", "--output", required=True, help=".csv or .parquet")
+    s.add_argument("--seed", type=int, default=None)
+    s.set_defaults(func=cmd_sample)
+
+    s = sub.add_parser("score", help="log-likelihood of each row (nats)")
+    s.add_argument("model_dir")
+    s.add_argument("data")
+    s.add_argument("-o", "--output", required=True, help=".csv or .parquet")
+    s.set_defaults(func=cmd_score)
+
+    s = sub.add_parser("evaluate", help="metrics of a saved model on held-out data")
+    s.add_argument("model_dir")
+    s.add_argument("data")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_evaluate)
+
+    for name in ("fit", "sample", "score", "evaluate"):
+        sub.choices[name].add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    sub.choices["fit"].add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from .errors import GenmodelsError
+    try:
+        args.func(args)
+    except GenmodelsError as e:
+        print(f"genmodels {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"genmodels {args.command}: interrupted" +
+              ("; continue with --resume" if args.command == "fit" else ""), file=sys.stderr)
+        return 130
+    except OSError as e:   # unwritable output folder, disk full: the user's environment, not a bug
+        print(f"genmodels {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,433 @@
+"""Tables <-> tensors: infers column kinds, scales numbers, indexes categories, tracks the Jacobian.
+
+Layout of the tensors a module sees (``Spec``): one real-valued slot in ``x`` per numeric column
+(continuous, integer, datetime), one discrete slot in ``c`` per categorical or boolean column, and
+one more discrete slot (missing: 0/1) per numeric column that had missing values in training.
+
+Column kinds, inferred from the dtype (override with ``column_kinds={"col": "categorical"}``):
+
+=============  ===========================  ==================================================
+kind           inferred from                log-likelihood contribution (raw units)
+=============  ===========================  ==================================================
+continuous     float dtypes                 density, with the Jacobian of the scaling
+integer        integer dtypes               probability mass, *lower bound* by uniform
+                                            dequantization: log P(k) >= E_u log p(k + u)
+datetime       datetime64 dtypes            density per second since the epoch
+categorical    str / object / category      exact probability mass
+boolean        bool dtypes                  exact probability mass
+constant       one value, never missing     0 (that value has probability 1)
+=============  ===========================  ==================================================
+
+Missing values: a categorical column gets a "missing" category (exact). A numeric column gets a
+missing indicator slot; where the value is missing, its real slot is filled with N(0, 1) noise and
+``log_det`` subtracts that noise's log-density, so the result is a variational lower bound on the
+marginal likelihood of the observed values (exact in expectation when the model has learned that
+the noise is independent, which it is in the data it was trained on).
+
+High-cardinality categoricals: at most ``max_categories`` categories get their own index (the most
+frequent, ties by first appearance); the rest share one "other" index. Scoring a folded value
+adds log(count(value) / count(all folded)), so the mass stays a proper pmf over training values;
+sampling "other" draws a folded value by its training frequency.
+
+Rules at score time (never a silent wrong number): the columns must be the training columns (any
+order); a category, boolean or constant value never seen in training raises ``DataError``; so does a
+missing value in a column that had none in training, and a non-numeric value in a numeric column.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..core import Batch, Spec
+from ..errors import ConfigError, DataError
+
+KINDS = ("continuous", "integer", "datetime", "categorical", "boolean", "constant")
+NUMERIC = ("continuous", "integer", "datetime")
+MISSING = "__missing__"      # JSON-able stand-ins for the special categories
+OTHER = "__other__"
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+@dataclass
+class Column:
+    """What the codec learned about one column (all JSON-able)."""
+
+    name: str
+    kind: str
+    dtype: str
+    has_missing: bool = False
+    missing_rate: float = 0.0
+    mean: float = 0.0
+    std: float = 1.0
+    lo: float = 0.0
+    hi: float = 0.0
+    categories: list = field(default_factory=list)       # index -> value (MISSING / OTHER included)
+    other: dict = field(default_factory=dict)            # folded value (as str) -> training count
+    other_values: list = field(default_factory=list)     # folded values, original type, same order
+
+
+def _jsonable(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _infer_kind(s: pd.Series) -> str:
+    if s.nunique(dropna=False) == 1:
+        return "constant"
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return "boolean"
+    if pd.api.types.is_datetime64_any_dtype(s.dtype):
+        return "datetime"
+    if pd.api.types.is_integer_dtype(s.dtype):
+        return "integer"
+    if pd.api.types.is_float_dtype(s.dtype):
+        return "continuous"
+    if isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(s.dtype) or s.dtype == object:
+        non_null = s.dropna()
+        if len(non_null) and non_null.map(lambda v: isinstance(v, (bool, np.bool_))).all():
+            return "boolean"
+        return "categorical"
+    raise DataError(f"column {s.name!r} has dtype {s.dtype}, which genmodels cannot model; "
+                    "convert it to numbers, strings or datetimes, or drop it")
+
+
+class TabularCodec:
+    """Fitted on a DataFrame; ``encode``/``decode`` between rows and the tensors a module sees.
+
+    Args:
+        column_kinds: override the inferred kind of some columns, e.g. ``{"zip": "categorical"}``.
+        max_categories: categories kept per column before the rest share one "other" index.
+        clip: clip sampled numbers to the training range.
+    """
+
+    modality: ClassVar[str] = "tabular"
+
+    def __init__(self, column_kinds: dict[str, str] | None = None, max_categories: int = 50, clip: bool = True):
+        for name, kind in (column_kinds or {}).items():
+            if kind not in KINDS:
+                raise ConfigError(f"column_kinds[{name!r}] = {kind!r} is not a kind; use one of {', '.join(KINDS)}")
+        if not isinstance(max_categories, int) or max_categories < 2:
+            raise ConfigError(f"max_categories must be an integer >= 2, got {max_categories!r}")
+        self.column_kinds = dict(column_kinds or {})
+        self.max_categories = max_categories
+        self.clip = clip
+        self.columns_: list[Column] = []
+        self.input_ = "dataframe"
+
+    # ------------------------------------------------------------------ raw input
+    @staticmethod
+    def accepts(data: Any) -> bool:
+        if isinstance(data, (pd.DataFrame, pd.Series, np.ndarray)):
+            return True
+        return isinstance(data, (str, os.PathLike)) and Path(data).suffix.lower() in TABLE_SUFFIXES
+
+    @staticmethod
+    def coerce(data: Any) -> pd.DataFrame:
+        """A DataFrame from a DataFrame, a 2-D array or a CSV/Parquet path (DataError otherwise)."""
+        if isinstance(data, (str, os.PathLike)):
+            from ..datasets import read_table
+            return read_table(data)
+        if isinstance(data, pd.Series):
+            return data.to_frame()
+        if isinstance(data, np.ndarray):
+            if data.ndim != 2:
+                raise DataError(f"a table must be a 2-D array (rows x columns), got shape {data.shape}; "
+                                "use x.reshape(-1, 1) for a single column")
+            df = pd.DataFrame(data, columns=[f"x{i}" for i in range(data.shape[1])])
+            df.attrs["genmodels_input"] = "ndarray"
+            return df
+        if isinstance(data, pd.DataFrame):
+            return data
+        raise DataError(f"a table must be a DataFrame, a 2-D numpy array or a path to a CSV/Parquet file, "
+                        f"not a {type(data).__name__}")
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, df: pd.DataFrame) -> "TabularCodec":
+        if df.shape[0] == 0 or df.shape[1] == 0:
+            raise DataError(f"the training table is empty ({df.shape[0]} rows x {df.shape[1]} columns); "
+                            "give at least a few rows and one column")
+        unknown = set(self.column_kinds) - set(map(str, df.columns))
+        if unknown:
+            raise DataError(f"column_kinds names columns not in the data: {sorted(unknown)}; "
+                            f"the columns are {list(map(str, df.columns))}")
+        if df.columns.duplicated().any():
+            raise DataError(f"duplicate column names {list(df.columns[df.columns.duplicated()])}; rename them")
+        self.columns_ = [self._fit_column(df[c]) for c in df.columns]
+        self.input_ = df.attrs.get("genmodels_input", "dataframe")
+        return self
+
+    def _fit_column(self, s: pd.Series) -> Column:
+        name = str(s.name)
+        if s.isna().all():
+            raise DataError(f"column {name!r} is entirely missing; drop it before fitting")
+        kind = self.column_kinds.get(name) or _infer_kind(s)
+        col = Column(name=name, kind=kind, dtype=str(s.dtype), has_missing=bool(s.isna().any()),
+                     missing_rate=float(s.isna().mean()))
+        if kind == "constant" and col.has_missing:
+            kind = col.kind = "categorical"   # one value plus missing: a two-way category
+        if kind in NUMERIC:
+            v = self._numeric(s, col)
+            v = v[~np.isnan(v)]
+            if kind == "integer" and not np.all(v == np.round(v)):
+                raise DataError(f"column {name!r} was declared integer but holds non-integer values; "
+                                "declare it continuous")
+            # integers are dequantized to [k, k+1): scale that, so the slot is ~N(0, 1)
+            centre = v + 0.5 if kind == "integer" else v
+            col.mean, col.std = float(centre.mean()), float(centre.std())
+            if not np.isfinite(col.std) or col.std <= 0:
+                col.std = 1.0
+            col.lo, col.hi = float(v.min()), float(v.max())
+        elif kind in ("categorical", "boolean"):
+            self._fit_categories(s, col)
+        elif kind == "constant":
+            col.categories = [_jsonable(s.iloc[0])]
+        return col
+
+    def _fit_categories(self, s: pd.Series, col: Column) -> None:
+        counts = s.dropna().value_counts(sort=False)
+        counts = counts.sort_values(ascending=False, kind="stable")   # ties keep first appearance
+        values = [_jsonable(v) for v in counts.index]
+        if col.kind == "boolean":
+            bad = [v for v in values if not isinstance(v, bool)]
+            if bad:
+                raise DataError(f"column {col.name!r} was declared boolean but holds {bad[:3]}; "
+                                "declare it categorical")
+            values = sorted(values)
+        budget = self.max_categories - int(col.has_missing)
+        if len(values) > budget:
+            keep, folded = values[: budget - 1], values[budget - 1:]
+            col.other_values = folded
+            col.other = {str(v): int(counts.iloc[i + budget - 1]) for i, v in enumerate(folded)}
+            values = keep + [OTHER]
+        col.categories = values + ([MISSING] if col.has_missing else [])
+
+    # ------------------------------------------------------------------ layout
+    def _check_fitted(self) -> None:
+        if not self.columns_:
+            raise RuntimeError("TabularCodec used before fit")
+
+    @property
+    def numeric_(self) -> list[Column]:
+        return [c for c in self.columns_ if c.kind in NUMERIC]
+
+    @property
+    def discrete_(self) -> list[tuple[Column, str]]:
+        """Discrete slots in order: (column, "value") for categories, (column, "missing") for indicators."""
+        slots = [(c, "value") for c in self.columns_ if c.kind in ("categorical", "boolean")]
+        return slots + [(c, "missing") for c in self.numeric_ if c.has_missing]
+
+    def spec(self) -> Spec:
+        self._check_fitted()
+        cards = tuple(len(c.categories) if role == "value" else 2 for c, role in self.discrete_)
+        return Spec(n_continuous=len(self.numeric_), cardinalities=cards)
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        return {c.name: c.kind for c in self.columns_}
+
+    @property
+    def bound_reasons(self) -> list[str]:
+        reasons = []
+        ints = [c.name for c in self.numeric_ if c.kind == "integer"]
+        if ints:
+            reasons.append(f"integer columns are dequantized (a lower bound on their probability mass): {ints}")
+        miss = [c.name for c in self.numeric_ if c.has_missing]
+        if miss:
+            reasons.append(f"missing values in numeric columns are bounded variationally: {miss}")
+        return reasons
+
+    # ------------------------------------------------------------------ encode
+    def _numeric(self, s: pd.Series, col: Column) -> np.ndarray:
+        if col.kind == "datetime":
+            try:
+                t = pd.to_datetime(s)
+            except (ValueError, TypeError) as e:
+                raise DataError(f"column {col.name!r} should hold datetimes: {e}") from None
+            out = t.astype("int64").to_numpy(dtype=np.float64) / 1e9
+            out[t.isna().to_numpy()] = np.nan
+            return out
+        if pd.api.types.is_bool_dtype(s.dtype):
+            return s.astype(float).to_numpy()
+        v = pd.to_numeric(s, errors="coerce")
+        bad = v.isna() & s.notna()
+        if bad.any():
+            examples = list(dict.fromkeys(map(str, s[bad].head(3))))
+            raise DataError(f"column {col.name!r} is numeric but holds non-numeric values such as {examples} "
+                            f"(row {int(np.flatnonzero(bad.to_numpy())[0])}); fix or remove those rows")
+        return v.to_numpy(dtype=np.float64, na_value=np.nan)
+
+    def check_columns(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The training columns in training order; a clear error for missing or extra ones."""
+        self._check_fitted()
+        names = [c.name for c in self.columns_]
+        given = list(map(str, df.columns))
+        missing = [n for n in names if n not in given]
+        extra = [n for n in given if n not in names]
+        if missing or extra:
+            parts = ([f"missing columns {missing}"] if missing else []) + ([f"extra columns {extra}"] if extra else [])
+            raise DataError(f"the data does not match the training columns: {'; '.join(parts)}; "
+                            f"give exactly the columns {names}")
+        if df.shape[0] == 0:
+            raise DataError("the table has no rows; give at least one row")
+        df = df.copy()
+        df.columns = given
+        return df[names]
+
+    def encode(self, df: pd.DataFrame) -> Batch:
+        """Deterministic encoding; ``dequantize`` adds the noise. Raises DataError on bad values."""
+        df = self.check_columns(df)
+        n = len(df)
+        x = np.zeros((n, len(self.numeric_)), dtype=np.float32)
+        c = np.zeros((n, len(self.discrete_)), dtype=np.int64)
+        log_w = np.zeros(n, dtype=np.float64)
+        for j, col in enumerate(self.numeric_):
+            v = self._numeric(df[col.name], col)
+            miss = np.isnan(v)
+            if miss.any() and not col.has_missing:
+                raise DataError(f"column {col.name!r} has missing values (row {int(np.flatnonzero(miss)[0])}) "
+                                "but had none in training; fill or drop those rows, or refit with missing values")
+            x[:, j] = np.where(miss, 0.0, (v - col.mean) / col.std)
+            if col.kind == "integer" and not np.all(v[~miss] == np.round(v[~miss])):
+                raise DataError(f"integer column {col.name!r} holds non-integer values; give whole numbers")
+        slot = {id(cl): k for k, (cl, role) in enumerate(self.discrete_) if role == "value"}
+        miss_slot = {id(cl): k for k, (cl, role) in enumerate(self.discrete_) if role == "missing"}
+        for col in self.columns_:
+            s = df[col.name]
+            if col.kind == "constant":
+                bad = s.isna() | (s.astype(object) != col.categories[0])
+                if bad.any():
+                    raise DataError(f"column {col.name!r} was constant ({col.categories[0]!r}) in training but holds "
+                                    f"{s[bad].iloc[0]!r}; that value has probability 0 under the model")
+            elif id(col) in slot:
+                c[:, slot[id(col)]], log_w_col = self._category_codes(s, col)
+                log_w += log_w_col
+            elif id(col) in miss_slot:
+                c[:, miss_slot[id(col)]] = s.isna().to_numpy().astype(np.int64)
+        return {"x": torch.from_numpy(x), "c": torch.from_numpy(c), "log_w": torch.from_numpy(log_w)}
+
+    def _category_codes(self, s: pd.Series, col: Column) -> tuple[np.ndarray, np.ndarray]:
+        index = {v: i for i, v in enumerate(col.categories) if v not in (MISSING, OTHER)}
+        codes = np.empty(len(s), dtype=np.int64)
+        log_w = np.zeros(len(s))
+        total_other = sum(col.other.values())
+        for r, v in enumerate(s.to_numpy(dtype=object)):
+            if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+                if not col.has_missing:
+                    raise DataError(f"column {col.name!r} has a missing value (row {r}) but had none in training; "
+                                    "fill or drop those rows")
+                codes[r] = col.categories.index(MISSING)
+                continue
+            v = _jsonable(v)
+            i = index.get(v)
+            if i is None and str(v) in col.other and type(v) is type(col.other_values[0]):
+                i = col.categories.index(OTHER)
+                log_w[r] = math.log(col.other[str(v)] / total_other)
+            if i is None:
+                known = [k for k in col.categories if k not in (MISSING, OTHER)][:8]
+                raise DataError(f"column {col.name!r} holds {v!r} (row {r}), a value never seen in training; "
+                                f"known values include {known}; map it to a known value or refit on data that has it")
+            codes[r] = i
+        return codes, log_w
+
+    # ------------------------------------------------------------------ likelihood bookkeeping
+    def dequantize(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
+        """Integer slots get U[0, 1) in raw units; missing numeric slots get N(0, 1) noise."""
+        x = batch["x"].clone()
+        if x.shape[1] == 0:
+            return dict(batch)
+        for j, col in enumerate(self.numeric_):
+            if col.kind == "integer":
+                u = torch.rand(x.shape[0], generator=generator, device=x.device)
+                x[:, j] += u / col.std
+        miss = self._missing_mask(batch)                                    # (B, D) bool
+        noise = torch.randn(x.shape, generator=generator, device=x.device)
+        x = torch.where(miss, noise, x)
+        return {**batch, "x": x}
+
+    def _missing_mask(self, batch: Batch) -> torch.Tensor:
+        mask = torch.zeros_like(batch["x"], dtype=torch.bool)
+        ms = {cl.name: k for k, (cl, role) in enumerate(self.discrete_) if role == "missing"}
+        for j, col in enumerate(self.numeric_):
+            if col.name in ms:
+                mask[:, j] = batch["c"][:, ms[col.name]] == 1
+        return mask
+
+    def log_det(self, batch: Batch) -> torch.Tensor:
+        """(B,) nats to add to the module's log-density (on a dequantized batch) to reach raw units."""
+        x = batch["x"].double()
+        miss = self._missing_mask(batch)
+        log_std = torch.tensor([math.log(c.std) for c in self.numeric_], dtype=torch.float64, device=x.device)
+        out = -(log_std * (~miss)).sum(1)                                   # Jacobian of the scaling
+        out = out + ((0.5 * x**2 + _HALF_LOG_2PI) * miss).sum(1)           # minus log N(noise; 0, 1)
+        return out + batch.get("log_w", torch.zeros(x.shape[0], dtype=torch.float64)).to(x.device)
+
+    # ------------------------------------------------------------------ decode
+    def decode(self, batch: Batch, generator: torch.Generator | None = None) -> pd.DataFrame | np.ndarray:
+        """Tensors -> a DataFrame with the training schema (columns, order, dtypes); an array if fitted on one."""
+        self._check_fitted()
+        x = batch["x"].detach().double().cpu().numpy()
+        c = batch["c"].detach().cpu().numpy()
+        n = x.shape[0] if x.shape[1] else c.shape[0]
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        out: dict[str, Any] = {}
+        miss_slot = {cl.name: k for k, (cl, role) in enumerate(self.discrete_) if role == "missing"}
+        for j, col in enumerate(self.numeric_):
+            v = x[:, j] * col.std + col.mean
+            if col.kind == "integer":
+                v = np.floor(v)
+            if self.clip:
+                v = np.clip(v, col.lo, col.hi)
+            miss = c[:, miss_slot[col.name]] == 1 if col.name in miss_slot else np.zeros(n, bool)
+            out[col.name] = self._restore_numeric(v, miss, col)
+        slots = [(cl, k) for k, (cl, role) in enumerate(self.discrete_) if role == "value"]
+        for col, k in slots:
+            values = np.array(col.categories, dtype=object)[c[:, k]]
+            is_other = values == OTHER
+            if is_other.any():
+                p = np.array([col.other[str(v)] for v in col.other_values], dtype=float)
+                values[is_other] = np.array(col.other_values, dtype=object)[rng.choice(len(p), is_other.sum(), p=p / p.sum())]
+            values[values == MISSING] = None
+            out[col.name] = self._restore(pd.Series(values, dtype=object), col)
+        for col in self.columns_:
+            if col.kind == "constant":
+                out[col.name] = self._restore(pd.Series([col.categories[0]] * n, dtype=object), col)
+        df = pd.DataFrame({c.name: out[c.name] for c in self.columns_})
+        return df.to_numpy() if self.input_ == "ndarray" else df
+
+    def _restore_numeric(self, v: np.ndarray, miss: np.ndarray, col: Column) -> pd.Series:
+        if col.kind == "datetime":
+            s = pd.Series(pd.to_datetime(np.round(v * 1e9).astype("int64"), unit="ns"))
+            s[miss] = pd.NaT
+            return self._restore(s, col)
+        s = pd.Series(v)
+        s[miss] = np.nan
+        if col.kind == "integer" and miss.any() and pd.api.types.is_integer_dtype(col.dtype) \
+                and col.dtype == col.dtype.lower():
+            return s   # a numpy int column cannot hold NaN; keep floats (only if overridden to missing)
+        return self._restore(s, col)
+
+    @staticmethod
+    def _restore(s: pd.Series, col: Column) -> pd.Series:
+        try:
+            return s.astype(col.dtype)
+        except (TypeError, ValueError):
+            return s
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict:
+        return {"column_kinds": self.column_kinds, "max_categories": self.max_categories, "clip": self.clip,
+                "columns": [asdict(c) for c in self.columns_], "input": self.input_}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "TabularCodec":
+        codec = cls(state["column_kinds"], state["max_categories"], state["clip"])
+        codec.columns_ = [Column(**c) for c in state["columns"]]
+        codec.input_ = state.get("input", "dataframe")
+        return codec

@@ -1,0 +1,310 @@
+"""``Model``: the user-facing estimator, the one place where codec, module and trainer meet.
+
+>>> import genmodels as gm
+>>> d = gm.datasets.load("wine")
+>>> m = gm.Model("gmm", seed=0).fit(d.train, verbose=False)
+>>> m.sample(5).shape
+(5, 13)
+>>> float(m.score(d.test)) < 0
+True
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import os
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from . import checkpoint, registry
+from .core import Batch, GenerativeModule, Spec
+from .errors import CheckpointError, ConfigError, DataError, NoLikelihoodError, NotFittedError
+from .train import TrainConfig, train
+
+TRAIN_KEYS = {f.name for f in fields(TrainConfig)} - {"max_time", "max_epochs", "max_steps"}
+_CHUNK = 4096   # rows per forward pass when scoring or sampling
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {device!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but no CUDA GPU is available; use device='cpu'")
+    return dev
+
+
+def _check_n(n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        raise ConfigError(f"n must be a positive whole number of examples, got {n!r}")
+    return int(n)
+
+
+class Model:
+    """A generative model of one family over one modality, with scikit-learn conventions.
+
+    Args:
+        family: a registered family name (``genmodels.list_models()``).
+        modality: "tabular", ...; inferred from the data at fit time when None.
+        seed: makes fitting and sampling repeatable on CPU.
+        device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1".
+        num_threads: torch CPU threads while this model works (None: torch's default).
+        codec: options of the modality's codec, e.g. ``{"column_kinds": {"zip": "categorical"}}``.
+        **hyperparameters: the family's (e.g. ``n_components=5``) and the training loop's
+            (``lr``, ``batch_size``, ``patience``, ``ema``, ...; see ``genmodels.train.TrainConfig``).
+    """
+
+    def __init__(self, family: str = "flow", *, modality: str | None = None, seed: int = 0,
+                 device: str = "auto", num_threads: int | None = None, codec: dict | None = None,
+                 **hyperparameters: Any):
+        self.family = family
+        self.modality = modality
+        self.seed = seed
+        self.device = device
+        self.num_threads = num_threads
+        self.codec = dict(codec or {})
+        self.hyperparameters = hyperparameters
+        cls = registry.family(family)                       # unknown names fail here, with the list
+        if modality is not None:
+            registry.codec(modality)
+        allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "spec", "args", "kwargs"}
+        unknown = set(hyperparameters) - allowed - TRAIN_KEYS
+        if unknown:
+            raise ConfigError(f"unknown hyper-parameters {sorted(unknown)} for {family!r}; its own are "
+                              f"{sorted(allowed)}, the training loop's are {sorted(TRAIN_KEYS)}")
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise ConfigError(f"seed must be an integer, got {seed!r}")
+        if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+            raise ConfigError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+        self._sample_calls = 0
+
+    # ------------------------------------------------------------------ helpers
+    def __repr__(self) -> str:
+        args = [repr(self.family)] + [f"{k}={v!r}" for k, v in self.hyperparameters.items()]
+        return f"Model({', '.join(args)}{', fitted' if hasattr(self, 'module_') else ''})"
+
+    @contextlib.contextmanager
+    def _threads(self) -> Iterator[None]:
+        if self.num_threads is None:
+            yield
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.num_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    def _check_fitted(self, what: str) -> None:
+        if not hasattr(self, "module_"):
+            raise NotFittedError(f"this Model({self.family!r}) is not fitted yet; call fit(data) before {what}")
+
+    def _family_kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in self.hyperparameters.items() if k not in TRAIN_KEYS}
+
+    @property
+    def likelihood(self) -> str:
+        """"exact", "bound" or "none": the family's, demoted to "bound" when the codec dequantizes."""
+        own = registry.family(self.family).likelihood
+        if own == "exact" and hasattr(self, "codec_") and self.codec_.bound_reasons:
+            return "bound"
+        return own
+
+    def _coerce(self, data: Any):
+        codec_cls = registry.codec(self.modality_ if hasattr(self, "modality_") else self._infer_modality(data))
+        return codec_cls.coerce(data)
+
+    def _infer_modality(self, data: Any) -> str:
+        if self.modality is not None:
+            return self.modality
+        for name in registry.CODECS:
+            if registry.codec(name).accepts(data):
+                return name
+        raise DataError(f"cannot tell what kind of data a {type(data).__name__} is; give a DataFrame, a numpy "
+                        f"array or a path to a CSV/Parquet file, or pass modality= (one of {sorted(registry.CODECS)})")
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, data: Any, max_time: float | None = None, max_epochs: int | None = None,
+            max_steps: int | None = None, validation: float = 0.1, verbose: bool = True, resume: bool = False,
+            checkpoint_dir: str | os.PathLike | None = None) -> "Model":
+        """Fit codec and module on ``data``; returns self.
+
+        validation: share of rows held out for early stopping (0 to turn it off).
+        checkpoint_dir: where resumable checkpoints go while training (and where ``resume=True`` reads);
+            defaults to the folder this model was loaded from or last saved to.
+        """
+        if not (isinstance(validation, (int, float)) and 0 <= validation < 1):
+            raise ConfigError(f"validation must be a fraction in [0, 1), got {validation!r}")
+        ckpt = Path(checkpoint_dir) if checkpoint_dir else getattr(self, "path_", None)
+        if resume and (ckpt is None or not (Path(ckpt) / checkpoint.CONFIG).exists()):
+            raise CheckpointError(f"resume=True but there is no checkpoint at {ckpt}; pass checkpoint_dir= "
+                                  "of an interrupted run, or fit without resume")
+        with self._threads():
+            modality = self._infer_modality(data)
+            codec_cls = registry.codec(modality)
+            raw = codec_cls.coerce(data)
+            device = _resolve_device(self.device)
+            resume_state = None
+            if resume:
+                resume_state = self._restore(ckpt, resume=True)        # codec_ and module_ from the checkpoint
+            else:
+                self.codec_ = codec_cls(**self.codec).fit(raw)
+                self.modality_ = modality
+            encoded = self.codec_.encode(raw)
+            n = len(encoded["x"]) if encoded["x"].numel() or not encoded["c"].numel() else len(encoded["c"])
+            g = torch.Generator().manual_seed(self.seed)
+            perm = torch.randperm(n, generator=g)
+            n_val = int(math.floor(n * validation)) if n * validation >= 1 else 0
+            val = {k: v[perm[:n_val]] for k, v in encoded.items()} if n_val else None
+            tr = {k: v[perm[n_val:]] for k, v in encoded.items()}
+            if not resume:
+                torch.manual_seed(self.seed)                          # weight init is repeatable
+                self.module_ = registry.family(self.family)(self.codec_.spec(), **self._family_kwargs())
+            self.module_.to(device)
+            cfg = TrainConfig(**{k: v for k, v in self.hyperparameters.items() if k in TRAIN_KEYS},
+                              max_time=max_time, max_epochs=max_epochs, max_steps=max_steps)
+            self.train_hashes_ = self._row_hashes(raw)
+            t0 = time.monotonic()
+            if self.module_.closed_form:
+                dq = lambda b, seed: self.codec_.dequantize({k: v.to(device) for k, v in b.items()},  # noqa: E731
+                                                            torch.Generator(device).manual_seed(seed))
+                info = self.module_.fit_closed_form(dq(tr, self.seed), dq(val, self.seed + 1) if val else None,
+                                                    generator=torch.Generator(device).manual_seed(self.seed))
+                self.fit_info_ = {"stopped": "converged", **{k: float(v) for k, v in info.items()}}
+                self.history_ = []
+            else:
+                on_ckpt = (lambda snap: self._save(ckpt, resume=snap)) if ckpt else None
+                state = train(self.module_, tr, val, transform=self.codec_.dequantize, cfg=cfg, seed=self.seed,
+                              device=device, verbose=verbose, resume=resume_state, on_checkpoint=on_ckpt)
+                self.history_ = state.history
+                self.fit_info_ = {"stopped": state.stopped, "epochs": state.epoch, "steps": state.step,
+                                  "best_val_loss": state.best_val}
+            self.fit_info_["fit_seconds"] = round(time.monotonic() - t0, 3)
+            self.fit_info_["rows"] = n
+        return self
+
+    def _row_hashes(self, raw: Any) -> np.ndarray:
+        from .metrics.tabular import row_hashes
+        return row_hashes(raw) if self.modality_ == "tabular" else np.zeros(0, dtype=np.int64)
+
+    # ------------------------------------------------------------------ use
+    def sample(self, n: int, seed: int | None = None) -> Any:
+        """``n`` new examples as raw data (tabular: a DataFrame with the training schema)."""
+        n = _check_n(n)
+        self._check_fitted("sample")
+        if seed is None:   # repeatable scripts: derive from the model's seed and a call counter
+            seed = self.seed * 1_000_003 + self._sample_calls + 1
+            self._sample_calls += 1
+        g = torch.Generator(self.module_.device).manual_seed(int(seed))
+        parts = []
+        with self._threads(), torch.no_grad():
+            for i in range(0, n, _CHUNK):
+                parts.append({k: v.cpu() for k, v in self.module_.sample(min(_CHUNK, n - i), generator=g).items()})
+        batch = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        return self.codec_.decode(batch, generator=torch.Generator().manual_seed(int(seed)))
+
+    def log_prob(self, data: Any) -> np.ndarray:
+        """Log-likelihood of each example in nats, in the raw data's units; shape (n,), float64.
+
+        A lower bound where ``self.likelihood == "bound"`` (see ``self.codec_.bound_reasons``).
+        """
+        self._check_fitted("log_prob")
+        if self.likelihood == "none":
+            have = [f for f in registry.FAMILIES if registry.family(f).likelihood != "none"]
+            raise NoLikelihoodError(f"the {self.family!r} family has no likelihood; use one of {have} to score data")
+        raw = self._coerce(data)
+        batch = self.codec_.encode(raw)
+        n = batch["log_w"].shape[0]
+        out = np.empty(n, dtype=np.float64)
+        dev = self.module_.device
+        with self._threads(), torch.no_grad(), torch.random.fork_rng(devices=[] if dev.type == "cpu" else [dev]):
+            torch.manual_seed(self.seed)                 # IWAE-style estimators repeat exactly
+            g = torch.Generator(dev).manual_seed(self.seed)
+            for i in range(0, n, _CHUNK):
+                b = self.codec_.dequantize({k: v[i:i + _CHUNK].to(dev) for k, v in batch.items()}, g)
+                lp = self.module_.log_prob(b).double() + self.codec_.log_det(b)
+                out[i:i + _CHUNK] = lp.cpu().numpy()
+        return out
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """scikit-learn alias of ``log_prob``."""
+        return self.log_prob(X)
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean log-likelihood per example (nats), as scikit-learn's density estimators."""
+        return float(np.mean(self.log_prob(X)))
+
+    # ------------------------------------------------------------------ persistence
+    def _config(self) -> dict[str, Any]:
+        return {"family": self.family, "modality": self.modality_, "seed": self.seed,
+                "hyperparameters": self.hyperparameters, "codec_options": self.codec,
+                "module_config": self.module_.config, "spec": self.module_.spec.to_json(),
+                "codec": self.codec_.state(), "likelihood": self.likelihood,
+                "fit_info": getattr(self, "fit_info_", {}), "history": getattr(self, "history_", []),
+                "versions": {"torch": torch.__version__}}
+
+    def _save(self, path: str | os.PathLike, resume: dict | None = None) -> Path:
+        files = {"model": {k: v for k, v in self.module_.state_dict().items()},
+                 "data": {"train_hashes": torch.from_numpy(np.asarray(self.train_hashes_, dtype=np.int64))}}
+        config = self._config()
+        if resume is not None:
+            tensors: dict[str, torch.Tensor] = {}
+            config["resume"] = checkpoint.flatten(resume, tensors)
+            files["resume"] = tensors
+        return checkpoint.save(path, config, files)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the fitted model to the folder ``path`` (safetensors + JSON); returns the folder."""
+        self._check_fitted("save")
+        self.path_ = Path(self._save(path))
+        return self.path_
+
+    def _restore(self, path: str | os.PathLike, resume: bool = False) -> dict | None:
+        config = checkpoint.read_config(path)
+        try:
+            self.modality_ = config["modality"]
+            self.codec_ = registry.codec(self.modality_).from_state(config["codec"])
+            cls = registry.family(config["family"])
+            self.module_ = cls(Spec.from_json(config["spec"]), **config["module_config"])
+            self.module_.load_state_dict(checkpoint.load(path, "model"))
+            self.train_hashes_ = checkpoint.load(path, "data")["train_hashes"].numpy()
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"the saved model at {path} is corrupt or incompatible ({type(e).__name__}: "
+                                  f"{str(e)[:200]}); re-save or refit it") from None
+        self.fit_info_ = config.get("fit_info", {})
+        self.history_ = config.get("history", [])
+        self.path_ = Path(path)
+        if not resume:
+            return None
+        if "resume" not in config:
+            raise CheckpointError(f"the model at {path} has no training state to resume (it finished); "
+                                  "fit again without resume=True")
+        return checkpoint.unflatten(config["resume"], checkpoint.load(path, "resume"))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "auto") -> "Model":
+        config = checkpoint.read_config(path)
+        try:
+            model = cls(config["family"], modality=config["modality"], seed=config["seed"], device=device,
+                        codec=config.get("codec_options"), **config["hyperparameters"])
+        except KeyError as e:
+            raise CheckpointError(f"the saved model at {path} lacks {e}; it is corrupt, re-save or refit it") from None
+        model._restore(path)
+        model.module_.to(_resolve_device(device))
+        return model
+
+
+def load(path: str | os.PathLike, device: str = "auto") -> Model:
+    """Load a model saved by ``Model.save`` (or ``genmodels fit --out``)."""
+    return Model.load(path, device=device)

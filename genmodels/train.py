@@ -1,0 +1,253 @@
+"""The one training loop for every gradient-trained family.
+
+AdamW; linear warm-up then cosine decay over the budget (whichever of ``max_steps``,
+``max_epochs`` and ``max_time`` runs out first sets the horizon, so a time budget anneals too);
+gradient clipping; optional EMA of the weights; early stopping on validation loss that restores
+the best weights; a progress bar (loss, rows/s, time left); a resumable state that the caller
+checkpoints atomically every ``checkpoint_every`` seconds.
+
+Families with two players or special steps can define ``training_step(batch, step, optimizer)``
+(returns a dict of floats with "loss") and are driven by this same loop.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from .core import Batch, GenerativeModule
+from .errors import ConfigError, DataError
+
+Transform = Callable[[Batch, torch.Generator], Batch]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; every field can be passed to ``Model.fit`` or ``Model(...)`` by name."""
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 256
+    warmup_steps: int = 100
+    grad_clip: float = 5.0
+    ema: float | None = None          # e.g. 0.999: evaluate and keep an exponential moving average
+    patience: int = 20                # epochs without validation improvement before stopping
+    max_time: float | None = None     # seconds
+    max_epochs: int | None = None
+    max_steps: int | None = None
+    checkpoint_every: float = 60.0    # seconds between resumable checkpoints
+
+    def validate(self) -> None:
+        for name in ("lr", "batch_size"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("max_time", "max_epochs", "max_steps"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ConfigError(f"{name} must be > 0 (or None for no limit), got {v!r}")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ConfigError(f"ema must be in (0, 1) or None, got {self.ema!r}")
+        if self.max_time is None and self.max_epochs is None and self.max_steps is None:
+            self.max_epochs = 200   # early stopping usually ends sooner
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a run after a kill (besides the module's weights)."""
+
+    step: int = 0
+    epoch: int = 0
+    elapsed: float = 0.0
+    best_val: float = math.inf
+    bad_epochs: int = 0
+    history: list | None = None
+    stopped: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _take(batch: Batch, idx: Tensor, device: torch.device) -> Batch:
+    return {k: v[idx].to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _rows(batch: Batch) -> int:
+    return next(iter(batch.values())).shape[0]
+
+
+@torch.no_grad()
+def evaluate_loss(module: GenerativeModule, batch: Batch, transform: Transform, seed: int,
+                  batch_size: int, device: torch.device) -> float:
+    """Mean loss over ``batch`` with a fixed dequantization seed (comparable across epochs)."""
+    module.eval()
+    g = torch.Generator().manual_seed(seed)
+    total, n = 0.0, _rows(batch)
+    for i in range(0, n, batch_size):
+        idx = torch.arange(i, min(i + batch_size, n))
+        b = transform(_take(batch, idx, torch.device("cpu")), g)
+        b = {k: v.to(device) for k, v in b.items()}
+        total += float(module.loss(b)) * len(idx)
+    module.train()
+    return total / n
+
+
+def _lr_factor(cfg: TrainConfig, state: TrainState, steps_per_epoch: int) -> float:
+    if state.step < cfg.warmup_steps:
+        return (state.step + 1) / cfg.warmup_steps
+    done = 0.0   # fraction of the budget spent: the largest over the limits that are set
+    if cfg.max_steps:
+        done = max(done, state.step / cfg.max_steps)
+    if cfg.max_epochs:
+        done = max(done, state.step / (cfg.max_epochs * steps_per_epoch))
+    if cfg.max_time:
+        done = max(done, state.elapsed / cfg.max_time)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+
+
+class _Progress:
+    """A rich progress bar on stderr, or nothing when verbose is off."""
+
+    def __init__(self, verbose: bool, cfg: TrainConfig, steps_per_epoch: int):
+        self.bar = None
+        if not verbose:
+            return
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        total = None
+        if cfg.max_steps:
+            total = cfg.max_steps
+        if cfg.max_epochs:
+            total = min(total or math.inf, cfg.max_epochs * steps_per_epoch)
+        self.cfg, self.total = cfg, total
+        self.bar = Progress(TextColumn("[bold]training"), BarColumn(), TextColumn("{task.fields[info]}"),
+                            TimeElapsedColumn(), transient=False)
+        self.task = self.bar.add_task("train", total=total, info="")
+        self.bar.start()
+
+    def update(self, state: TrainState, loss: float, val: float, rows_per_s: float) -> None:
+        if self.bar is None:
+            return
+        left = ""
+        if self.cfg.max_time:
+            left = f" | {max(0.0, self.cfg.max_time - state.elapsed):.0f}s left"
+        completed = state.step if self.total else None
+        if self.cfg.max_time and not self.total:
+            self.bar.update(self.task, total=self.cfg.max_time)
+            completed = state.elapsed
+        self.bar.update(self.task, completed=completed,
+                        info=f"epoch {state.epoch} | loss {loss:.4f} | val {val:.4f} | {rows_per_s:,.0f} rows/s{left}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *, transform: Transform,
+          cfg: TrainConfig, seed: int = 0, device: torch.device | str = "cpu", verbose: bool = True,
+          resume: dict[str, Any] | None = None,
+          on_checkpoint: Callable[[dict[str, Any]], None] | None = None) -> TrainState:
+    """Minimise ``module.loss`` on ``train_data`` within the budget of ``cfg``.
+
+    ``resume`` is a dict produced earlier through ``on_checkpoint`` (keys: state, optimizer, best,
+    generator); the module must already hold the weights saved with it. Returns the final state;
+    the module ends holding the best weights seen on validation (or the last, without validation).
+    """
+    cfg.validate()
+    device = torch.device(device)
+    n = _rows(train_data)
+    if n == 0:
+        raise DataError("no training rows left after the validation split; give more data or validation=0")
+    module.to(device).train()
+    opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = None
+    if cfg.ema is not None:
+        ema = torch.optim.swa_utils.AveragedModel(module, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema))
+    gen = torch.Generator().manual_seed(seed)
+    state, best = TrainState(history=[]), None
+    if resume:
+        state = TrainState(**resume["state"])
+        opt.load_state_dict(resume["optimizer"])
+        best = resume.get("best")
+        gen.set_state(resume["generator"])
+        if ema is not None and resume.get("ema") is not None:
+            ema.module.load_state_dict(resume["ema"])
+    bs = min(cfg.batch_size, n)
+    steps_per_epoch = max(1, n // bs)   # drop the ragged last batch: stable loss scale
+    progress = _Progress(verbose, cfg, steps_per_epoch)
+    step_fn = getattr(module, "training_step", None)
+    t_start, t_ckpt = time.monotonic() - state.elapsed, time.monotonic()
+
+    def out_of_budget() -> str:
+        if cfg.max_steps and state.step >= cfg.max_steps:
+            return "max_steps"
+        if cfg.max_epochs and state.epoch >= cfg.max_epochs:
+            return "max_epochs"
+        if cfg.max_time and state.elapsed >= cfg.max_time:
+            return "max_time"
+        return ""
+
+    def snapshot() -> dict[str, Any]:
+        return {"state": state.to_json(), "optimizer": opt.state_dict(), "best": best,
+                "generator": gen.get_state(), "ema": ema.module.state_dict() if ema is not None else None}
+
+    try:
+        while not (state.stopped := out_of_budget()):
+            perm = torch.randperm(n, generator=gen)
+            losses, t_epoch = [], time.monotonic()
+            for i in range(steps_per_epoch):
+                batch = transform(_take(train_data, perm[i * bs:(i + 1) * bs], torch.device("cpu")), gen)
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * _lr_factor(cfg, state, steps_per_epoch)
+                if step_fn is not None:
+                    loss = float(step_fn(batch, state.step, opt)["loss"])
+                else:
+                    loss_t = module.loss(batch)
+                    if not torch.isfinite(loss_t):
+                        raise FloatingPointError(f"the loss became {float(loss_t)} at step {state.step}; "
+                                                 "lower lr (e.g. lr=1e-4) or grad_clip")
+                    opt.zero_grad(set_to_none=True)
+                    loss_t.backward()
+                    torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+                    opt.step()
+                    loss = float(loss_t)
+                if ema is not None:
+                    ema.update_parameters(module)
+                losses.append(loss)
+                state.step += 1
+                state.elapsed = time.monotonic() - t_start
+                if out_of_budget():
+                    break
+            state.epoch += 1
+            train_loss = sum(losses) / len(losses)
+            scored = ema.module if ema is not None else module
+            val = evaluate_loss(scored, val_data, transform, seed + 1, 4 * bs, device) if val_data else train_loss
+            state.history.append({"epoch": state.epoch, "step": state.step, "loss": train_loss, "val": val,
+                                  "time": round(state.elapsed, 3)})
+            if val < state.best_val - 1e-4:
+                state.best_val, state.bad_epochs = val, 0
+                best = copy.deepcopy({k: v.detach().cpu() for k, v in scored.state_dict().items()})
+            else:
+                state.bad_epochs += 1
+            rows_per_s = len(losses) * bs / max(time.monotonic() - t_epoch, 1e-9)
+            progress.update(state, train_loss, val, rows_per_s)
+            if val_data and state.bad_epochs >= cfg.patience:
+                state.stopped = "early_stopping"
+                break
+            if on_checkpoint and time.monotonic() - t_ckpt >= cfg.checkpoint_every:
+                on_checkpoint(snapshot())
+                t_ckpt = time.monotonic()
+    finally:
+        progress.close()
+    if best is not None:
+        module.load_state_dict(best)
+    elif ema is not None:
+        module.load_state_dict(ema.module.state_dict())
+    module.eval()
+    if on_checkpoint:
+        on_checkpoint(snapshot())
+    return state
