@@ -254,7 +254,7 @@ class Model:
 
     def _save(self, path: str | os.PathLike, resume: dict | None = None) -> Path:
         files = {"model": {k: v for k, v in self.module_.state_dict().items()},
-                 "data": {"train_hashes": torch.from_numpy(np.asarray(self.train_hashes_, dtype=np.int64))}}
+                 "data": {"train_hashes": torch.from_numpy(np.array(self.train_hashes_, dtype=np.int64))}}
         config = self._config()
         if resume is not None:
             tensors: dict[str, torch.Tensor] = {}

@@ -153,7 +153,7 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
     """Minimise ``module.loss`` on ``train_data`` within the budget of ``cfg``.
 
     ``resume`` is a dict produced earlier through ``on_checkpoint`` (keys: state, optimizer, best,
-    generator); the module must already hold the weights saved with it. Returns the final state;
+    current, generator, ema). Returns the final state;
     the module ends holding the best weights seen on validation (or the last, without validation).
     """
     cfg.validate()
@@ -169,6 +169,7 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
     gen = torch.Generator().manual_seed(seed)
     state, best = TrainState(history=[]), None
     if resume:
+        module.load_state_dict(resume["current"])            # where the run stopped, not the best so far
         state = TrainState(**resume["state"])
         opt.load_state_dict(resume["optimizer"])
         best = resume.get("best")
@@ -192,10 +193,14 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
 
     def snapshot() -> dict[str, Any]:
         return {"state": state.to_json(), "optimizer": opt.state_dict(), "best": best,
+                "current": {k: v.detach().cpu() for k, v in module.state_dict().items()},
                 "generator": gen.get_state(), "ema": ema.module.state_dict() if ema is not None else None}
 
     try:
-        while not (state.stopped := out_of_budget()):
+        while True:
+            state.stopped = out_of_budget()
+            if state.stopped:
+                break
             perm = torch.randperm(n, generator=gen)
             losses, t_epoch = [], time.monotonic()
             for i in range(steps_per_epoch):
@@ -214,7 +219,7 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
                     loss_t.backward()
                     torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
                     opt.step()
-                    loss = float(loss_t)
+                    loss = float(loss_t.detach())
                 if ema is not None:
                     ema.update_parameters(module)
                 losses.append(loss)
@@ -243,11 +248,12 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
                 t_ckpt = time.monotonic()
     finally:
         progress.close()
+    final = snapshot() if on_checkpoint else None
     if best is not None:
         module.load_state_dict(best)
     elif ema is not None:
         module.load_state_dict(ema.module.state_dict())
     module.eval()
-    if on_checkpoint:
-        on_checkpoint(snapshot())
+    if final is not None:
+        on_checkpoint(final)          # the saved model holds the best weights; "current" resumes the run
     return state

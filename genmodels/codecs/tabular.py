@@ -250,9 +250,10 @@ class TabularCodec:
                 t = pd.to_datetime(s)
             except (ValueError, TypeError) as e:
                 raise DataError(f"column {col.name!r} should hold datetimes: {e}") from None
-            out = t.astype("int64").to_numpy(dtype=np.float64) / 1e9
-            out[t.isna().to_numpy()] = np.nan
-            return out
+            if getattr(t.dt, "tz", None) is not None:
+                t = t.dt.tz_convert("UTC").dt.tz_localize(None)
+            # seconds since the epoch, whatever the unit (pandas 3 defaults to microseconds)
+            return ((t - pd.Timestamp(0)) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64, na_value=np.nan)
         if pd.api.types.is_bool_dtype(s.dtype):
             return s.astype(float).to_numpy()
         v = pd.to_numeric(s, errors="coerce")
@@ -293,9 +294,11 @@ class TabularCodec:
             if miss.any() and not col.has_missing:
                 raise DataError(f"column {col.name!r} has missing values (row {int(np.flatnonzero(miss)[0])}) "
                                 "but had none in training; fill or drop those rows, or refit with missing values")
+            if col.kind == "integer":
+                if not np.all(v[~miss] == np.round(v[~miss])):
+                    raise DataError(f"integer column {col.name!r} holds non-integer values; give whole numbers")
+                v = v + 0.5   # the centre of the dequantization cell [k, k+1): decode's floor is exact
             x[:, j] = np.where(miss, 0.0, (v - col.mean) / col.std)
-            if col.kind == "integer" and not np.all(v[~miss] == np.round(v[~miss])):
-                raise DataError(f"integer column {col.name!r} holds non-integer values; give whole numbers")
         slot = {id(cl): k for k, (cl, role) in enumerate(self.discrete_) if role == "value"}
         miss_slot = {id(cl): k for k, (cl, role) in enumerate(self.discrete_) if role == "missing"}
         for col in self.columns_:
@@ -338,14 +341,14 @@ class TabularCodec:
 
     # ------------------------------------------------------------------ likelihood bookkeeping
     def dequantize(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
-        """Integer slots get U[0, 1) in raw units; missing numeric slots get N(0, 1) noise."""
+        """Integer slots move from k + 1/2 to k + U[0, 1) in raw units; missing numeric slots get N(0, 1) noise."""
         x = batch["x"].clone()
         if x.shape[1] == 0:
             return dict(batch)
         for j, col in enumerate(self.numeric_):
             if col.kind == "integer":
                 u = torch.rand(x.shape[0], generator=generator, device=x.device)
-                x[:, j] += u / col.std
+                x[:, j] += (u - 0.5) / col.std
         miss = self._missing_mask(batch)                                    # (B, D) bool
         noise = torch.randn(x.shape, generator=generator, device=x.device)
         x = torch.where(miss, noise, x)
@@ -403,7 +406,7 @@ class TabularCodec:
 
     def _restore_numeric(self, v: np.ndarray, miss: np.ndarray, col: Column) -> pd.Series:
         if col.kind == "datetime":
-            s = pd.Series(pd.to_datetime(np.round(v * 1e9).astype("int64"), unit="ns"))
+            s = pd.Series(pd.Timestamp(0) + pd.to_timedelta(np.round(v * 1e6).astype("int64"), unit="us"))
             s[miss] = pd.NaT
             return self._restore(s, col)
         s = pd.Series(v)

@@ -1,0 +1,143 @@
+"""The tabular codec: kinds, exact round trips, the raw-unit Jacobian, missing values, bad input."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from genmodels.codecs.tabular import OTHER, TabularCodec
+from genmodels.errors import ConfigError, DataError
+
+
+@pytest.fixture
+def table() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    n = 200
+    df = pd.DataFrame({
+        "height": rng.normal(170, 10, n),
+        "kids": rng.integers(0, 5, n),
+        "city": rng.choice(["Paris", "Lyon", "Nice"], n),
+        "member": rng.random(n) < 0.3,
+        "when": pd.to_datetime("2024-01-01") + pd.to_timedelta(rng.integers(0, 10**6, n), unit="s"),
+        "flag": ["x"] * n,
+    })
+    df.loc[rng.random(n) < 0.1, "height"] = np.nan
+    df.loc[rng.random(n) < 0.05, "city"] = None
+    return df
+
+
+def test_kinds_inferred_and_overridable(table):
+    codec = TabularCodec().fit(table)
+    assert codec.kinds == {"height": "continuous", "kids": "integer", "city": "categorical",
+                           "member": "boolean", "when": "datetime", "flag": "constant"}
+    codec = TabularCodec(column_kinds={"kids": "categorical"}).fit(table)
+    assert codec.kinds["kids"] == "categorical"
+    with pytest.raises(ConfigError, match="not a kind"):
+        TabularCodec(column_kinds={"kids": "ordinal"})
+    with pytest.raises(DataError, match="not in the data"):
+        TabularCodec(column_kinds={"nope": "categorical"}).fit(table)
+
+
+def test_round_trip_is_exact_and_keeps_schema(table):
+    codec = TabularCodec().fit(table)
+    out = codec.decode(codec.encode(table), generator=torch.Generator().manual_seed(0))
+    assert list(out.columns) == list(table.columns)
+    assert out.dtypes.tolist() == table.dtypes.tolist()
+    for c in ["kids", "city", "member", "flag"]:
+        pd.testing.assert_series_equal(out[c], table[c], check_names=True)
+    assert (out["height"].isna() == table["height"].isna()).all()
+    np.testing.assert_allclose(out["height"].dropna(), table["height"].dropna(), rtol=1e-5)
+    assert (out["when"] - table["when"]).abs().max() < pd.Timedelta(seconds=1)
+
+
+def test_state_is_json_and_restores(table):
+    codec = TabularCodec().fit(table)
+    again = TabularCodec.from_state(json.loads(json.dumps(codec.state())))
+    for k, v in codec.encode(table).items():
+        assert torch.equal(v, again.encode(table)[k])
+
+
+def test_log_det_is_the_scaling_jacobian():
+    # one continuous column: log p_raw(x) = log p_z(z) - log std, exactly
+    x = pd.DataFrame({"a": [1.0, 2.0, 4.0, 8.0]})
+    codec = TabularCodec().fit(x)
+    b = codec.dequantize(codec.encode(x), torch.Generator().manual_seed(0))
+    std = np.std([1.0, 2.0, 4.0, 8.0])
+    assert torch.allclose(codec.log_det(b), torch.full((4,), -math.log(std), dtype=torch.float64))
+
+
+def test_missing_numeric_gets_noise_and_its_density_removed(table):
+    codec = TabularCodec().fit(table)
+    b = codec.dequantize(codec.encode(table), torch.Generator().manual_seed(0))
+    miss = table["height"].isna().to_numpy()
+    j = [c.name for c in codec.numeric_].index("height")
+    z = b["x"][:, j].double()
+    others = -sum(math.log(c.std) for c in codec.numeric_ if c.name != "height")
+    expect = torch.where(torch.from_numpy(miss), 0.5 * z**2 + 0.5 * math.log(2 * math.pi),
+                         torch.full_like(z, -math.log(codec.numeric_[j].std))) + others
+    assert torch.allclose(codec.log_det(b), expect)
+    assert "missing values" in " ".join(codec.bound_reasons)
+
+
+def test_integer_dequantization_stays_in_cell(table):
+    codec = TabularCodec().fit(table)
+    b = codec.dequantize(codec.encode(table), torch.Generator().manual_seed(1))
+    out = codec.decode(b, generator=torch.Generator().manual_seed(0))
+    pd.testing.assert_series_equal(out["kids"], table["kids"])
+
+
+def test_high_cardinality_folds_into_other_with_exact_mass():
+    values = ["a"] * 50 + ["b"] * 30 + [f"r{i}" for i in range(20)] + ["r0"] * 5
+    df = pd.DataFrame({"v": values})
+    codec = TabularCodec(max_categories=3).fit(df)
+    col = codec.columns_[0]
+    assert col.categories == ["a", "b", OTHER] and sum(col.other.values()) == 25
+    b = codec.encode(pd.DataFrame({"v": ["r0", "r7", "a"]}))
+    assert np.allclose(b["log_w"].numpy(), [math.log(6 / 25), math.log(1 / 25), 0.0])
+    # sampling "other" returns folded training values, by frequency
+    out = codec.decode({"x": torch.zeros(2000, 0), "c": torch.full((2000, 1), 2)}, torch.Generator().manual_seed(0))
+    assert set(out["v"]) <= {f"r{i}" for i in range(20)}
+    assert 0.15 < (out["v"] == "r0").mean() < 0.35   # 6/25 = 0.24
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda d: d.drop(columns="city"), "missing columns"),
+    (lambda d: d.assign(extra=1), "extra columns"),
+    (lambda d: d.assign(city="Berlin"), "never seen in training"),
+    (lambda d: d.assign(kids=d["kids"].astype(object).where(d.index > 0, "three")), "non-numeric"),
+    (lambda d: d.assign(kids=d["kids"].astype(float).where(d.index > 0, np.nan)), "had none in training"),
+    (lambda d: d.assign(flag="y"), "constant"),
+    (lambda d: d.iloc[:0], "no rows"),
+])
+def test_bad_input_at_score_time(table, bad, match):
+    codec = TabularCodec().fit(table)
+    with pytest.raises(DataError, match=match):
+        codec.encode(bad(table))
+
+
+def test_bad_training_data():
+    with pytest.raises(DataError, match="entirely missing"):
+        TabularCodec().fit(pd.DataFrame({"a": [1.0, 2.0], "b": [np.nan, np.nan]}))
+    with pytest.raises(DataError, match="empty"):
+        TabularCodec().fit(pd.DataFrame())
+    with pytest.raises(ConfigError):
+        TabularCodec(max_categories=1)
+
+
+def test_columns_in_another_order_are_accepted(table):
+    codec = TabularCodec().fit(table)
+    b1, b2 = codec.encode(table), codec.encode(table[table.columns[::-1]])
+    assert torch.equal(b1["x"], b2["x"]) and torch.equal(b1["c"], b2["c"])
+
+
+def test_coerce_array_round_trips_as_array():
+    x = np.random.default_rng(0).normal(size=(30, 3))
+    df = TabularCodec.coerce(x)
+    codec = TabularCodec().fit(df)
+    out = codec.decode(codec.encode(df))
+    assert isinstance(out, np.ndarray) and out.shape == (30, 3)
+    np.testing.assert_allclose(out, x, rtol=1e-5, atol=1e-5)
+    with pytest.raises(DataError, match="2-D"):
+        TabularCodec.coerce(np.zeros(5))
