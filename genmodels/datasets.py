@@ -344,27 +344,31 @@ def _sniff_delimiter(sample: str, data_suffix: str) -> str:
         return ","
 
 
-def _check_row_lengths(opener, p: Path, sep: str, encoding: str) -> None:
-    """DataError naming the first line whose field count differs from the header's.
+def _check_rows(opener, p: Path, sep: str, encoding: str) -> None:
+    """DataError for duplicate column names or the first line whose field count differs from the header's.
 
-    pandas raises only for rows that are too long and silently pads short ones with NaN; both
-    are the same mistake (a stray or missing delimiter), so both are reported.
+    pandas renames a repeated column ("a" -> "a.1"), raises only for rows that are too long and
+    pads short ones with NaN; all are mistakes in the file, so all are reported, not corrected.
     """
     with opener(p, "rt", encoding=encoding, newline="") as f:
         reader = csv.reader(f, delimiter=sep, skipinitialspace=True)
-        n_header = None
+        header = None
         try:
             for row in reader:
                 if not row or (len(row) == 1 and not row[0].strip()):  # blank lines: pandas skips them
                     continue
-                if n_header is None:
-                    n_header = len(row)
-                elif len(row) != n_header:
-                    raise DataError(f"{p.name}: line {reader.line_num} has {len(row)} fields but the header "
-                                    f"has {n_header} (delimiter {sep!r}); fix that row, quote values that "
-                                    f"contain the delimiter, or pass sep= if the delimiter is wrong")
+                if header is None:
+                    header = [c.strip() for c in row]
+                    dup = sorted({c for c in header if header.count(c) > 1})
+                    if dup:
+                        raise DataError(f"{p.name}: the header repeats column name(s) {dup}; rename them")
+                elif len(row) != len(header):
+                    raise DataError(f"{p.name}: line {reader.line_num} has {len(row)} field(s) but the header "
+                                    f"has {len(header)} (delimiter {sep!r}); fix that row (or an unclosed "
+                                    f"quote before it), quote values that contain the delimiter, or pass "
+                                    f"sep= if the delimiter is wrong")
         except csv.Error:
-            return  # malformed quoting etc.: let pandas parse it and report its own error
+            return  # malformed in a way the csv module rejects: pandas parses it and reports its own error
 
 
 def _clean_strings(df: pd.DataFrame, na: frozenset[str]) -> pd.DataFrame:
@@ -395,8 +399,10 @@ def _read_csv(p: Path, data_suffix: str, comp: str, na: frozenset[str], sep: str
         raise DataError(f"{p.name} could not be read ({e}); check the file and its compression") from e
     if not sample.strip():
         raise DataError(f"{p.name} holds only whitespace; it needs a header row and data rows")
+    if len(sample) == 65536 and "\n" in sample:  # sniff whole lines only
+        sample = sample[:sample.rindex("\n")]
     sep = sep or _sniff_delimiter(sample, data_suffix)
-    _check_row_lengths(opener, p, sep, encoding)
+    _check_rows(opener, p, sep, encoding)
     try:
         df = pd.read_csv(p, sep=sep, skipinitialspace=True, na_values=sorted(na), keep_default_na=False,
                          encoding=encoding, compression={"": None, ".gz": "gzip", ".bz2": "bz2", ".xz": "xz"}[comp])

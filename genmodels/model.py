@@ -60,7 +60,7 @@ class Model:
         num_threads: torch CPU threads while this model works (None: torch's default).
         codec: options of the modality's codec, e.g. ``{"column_kinds": {"zip": "categorical"}}``.
         **hyperparameters: the family's (e.g. ``n_components=5``) and the training loop's
-            (``lr``, ``batch_size``, ``patience``, ``ema``, ...; see ``genmodels.train.TrainConfig``).
+            (``lr``, ``batch_size``, ``patience_steps``, ``ema``, ...; see ``genmodels.train.TrainConfig``).
     """
 
     def __init__(self, family: str = "flow", *, modality: str | None = None, seed: int = 0,

@@ -36,7 +36,8 @@ class TrainConfig:
     warmup_steps: int = 100
     grad_clip: float = 5.0
     ema: float | None = None          # e.g. 0.999: evaluate and keep an exponential moving average
-    patience: int = 20                # epochs without validation improvement before stopping
+    patience_steps: int = 2000        # optimizer steps without validation improvement before stopping
+                                      # (steps, not epochs: an epoch of a small table is a few steps)
     max_time: float | None = None     # seconds
     max_epochs: int | None = None
     max_steps: int | None = None
@@ -64,7 +65,7 @@ class TrainState:
     epoch: int = 0
     elapsed: float = 0.0
     best_val: float = math.inf
-    bad_epochs: int = 0
+    best_step: int = 0
     history: list | None = None
     stopped: str = ""
 
@@ -234,13 +235,11 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
             state.history.append({"epoch": state.epoch, "step": state.step, "loss": train_loss, "val": val,
                                   "time": round(state.elapsed, 3)})
             if val < state.best_val - 1e-4:
-                state.best_val, state.bad_epochs = val, 0
+                state.best_val, state.best_step = val, state.step
                 best = copy.deepcopy({k: v.detach().cpu() for k, v in scored.state_dict().items()})
-            else:
-                state.bad_epochs += 1
             rows_per_s = len(losses) * bs / max(time.monotonic() - t_epoch, 1e-9)
             progress.update(state, train_loss, val, rows_per_s)
-            if val_data and state.bad_epochs >= cfg.patience:
+            if val_data and state.step - state.best_step >= cfg.patience_steps:
                 state.stopped = "early_stopping"
                 break
             if on_checkpoint and time.monotonic() - t_ckpt >= cfg.checkpoint_every:

@@ -57,7 +57,7 @@ def test_budgets_and_history():
 
 def test_early_stopping_restores_best_weights():
     x = np.random.default_rng(0).normal(size=(200, 2))
-    m = gm.Model("flow", transforms=1, hidden=[16], patience=2, lr=0.05, seed=0).fit(x, max_epochs=200, verbose=False)
+    m = gm.Model("flow", transforms=1, hidden=[16], patience_steps=5, lr=0.05, seed=0).fit(x, max_epochs=200, verbose=False)
     vals = [h["val"] for h in m.history_]
     assert m.fit_info_["stopped"] == "early_stopping" and len(vals) < 200
     assert m.fit_info_["best_val_loss"] == pytest.approx(min(vals))
@@ -80,7 +80,7 @@ def test_kill_leaves_a_loadable_checkpoint_and_resume_finishes(tmp_path):
     pd.DataFrame(np.random.default_rng(0).normal(size=(2000, 3)), columns=list("abc")).to_csv(csv, index=False)
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "genmodels", "fit", str(csv), "--model", "flow", "--out", str(out), "--quiet",
-           "--set", "checkpoint_every=0.2", "--set", "transforms=1", "--set", "hidden=[16]", "--set", "patience=100000"]
+           "--set", "checkpoint_every=0.2", "--set", "transforms=1", "--set", "hidden=[16]", "--set", "patience_steps=100000000"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd + ["--max-steps", "100000"], env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60

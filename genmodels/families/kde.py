@@ -34,13 +34,14 @@ from torch import Tensor
 from ..core import Batch, GenerativeModule, Spec
 from ..errors import ConfigError, DataError, NotFittedError
 
-_MAX_ENTRIES = 20_000_000        # bound on (queries x training points x matrices) held at once
+_MAX_ENTRIES = 1 << 20           # (queries x centres) per block: 8 MB, cache-friendly and bounded
 _CV_FOLDS = 5
-_CV_MAX_QUERIES = 2000           # held-out rows scored per candidate during selection (cost bound)
+_CV_MAX_QUERIES = 1000           # held-out rows scored per candidate during selection (cost bound)
 _H_STEP = 0.25                                 # coarse grid spacing in log10(h)
 _H_COARSE = [_H_STEP * i for i in range(-5, 3)]  # log10 factors around Scott's rule (x0.06 .. x3)
 _H_FINE = [_H_STEP / 4 * i for i in range(-2, 3)]  # refinement around the best coarse h (half a step)
-_S_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 0.6, 1.0)  # fractions of the maximal smoothing (card-1)/card; 1 = ignore the slot
+# smoothing fractions s (lambda_j = s (card_j - 1) / card_j); s = 1 ignores the slot
+_S_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 0.6, 1.0)
 
 
 class KDE(GenerativeModule):
@@ -98,48 +99,53 @@ class KDE(GenerativeModule):
         return s * (cards - 1) / cards
 
     # ---------------------------------------------------------------- density
-    def _grid_log_density(self, xq: Tensor, cq: Tensor, xp: Tensor, cp: Tensor,
-                          hs: list[float], ss: list[float]) -> Tensor:
-        """log p(query) for every (h, s) pair, with the rows (xp, cp) as kernel centres: (H, S, Q).
+    def _one_hot(self, c: Tensor) -> Tensor:
+        """One-hot of the slots with cardinality > 1 (a slot of cardinality 1 has L = 1): (B, S)."""
+        cols = [torch.nn.functional.one_hot(c[:, j], card) for j, card in enumerate(self.spec.cardinalities)
+                if card > 1]
+        return torch.cat(cols, 1).to(torch.float64) if cols else c.new_zeros(c.shape[0], 0, dtype=torch.float64)
 
-        Chunked over queries and centres with a running logsumexp, so memory stays bounded
-        whatever Q and N are; the distance and match matrices are computed once per chunk and
-        shared by every (h, s) on the grid.
+    def _log_density(self, xq: Tensor, zq: Tensor, xp: Tensor, zp: Tensor, h: float, s: float) -> Tensor:
+        """log p(query) with the rows (xp, zp) as kernel centres; z are ``_one_hot`` codes: (Q,).
+
+        The log kernel is a bilinear form plus row and column terms,
+            -|xq - xp|^2 / 2h^2 + sum_j log L_j = (xq / h^2) . xp + zq . (w * zp) + row(q) + col(p),
+        with w = log(1 - lambda_j) - log(lambda_j / (card_j - 1)) on slot j's columns, so each block
+        of (queries x centres) is one matmul and a logsumexp. Blocks of at most _MAX_ENTRIES entries
+        and a running logsumexp over centre blocks keep memory bounded whatever Q and N are.
         """
         Q, N, D = xq.shape[0], xp.shape[0], xq.shape[1]
-        # slots grouped by cardinality: the kernel depends on a slot only through its cardinality,
-        # so per group we need the number of matching slots, not each slot's match
-        groups = {card: [j for j, cj in enumerate(self.spec.cardinalities) if cj == card]
-                  for card in set(self.spec.cardinalities) if card > 1}
-        # log L for a match (a) and a mismatch (b) per group and s
-        ab = [[(math.log1p(-s * (card - 1) / card), math.log(s / card) if s > 0 else -math.inf)
-               for card in groups] for s in ss]
-        n_mats = 4 + len(groups)   # d2, one match count per group, disc, logk and a temporary
-        qb = max(1, min(Q, 1024, _MAX_ENTRIES // n_mats))
-        pb = max(1, _MAX_ENTRIES // (qb * n_mats))
-        out = xq.new_full((len(hs), len(ss), Q), -math.inf)
+        cards = [card for card in self.spec.cardinalities if card > 1]
+        lam = [s * (card - 1) / card for card in cards]
+        if s > 0:
+            w = [math.log1p(-l) - math.log(l / (card - 1)) for l, card in zip(lam, cards)]
+            const = sum(math.log(l / (card - 1)) for l, card in zip(lam, cards))
+        else:   # lambda = 0: a mismatch has L = 0; handled by a mask below, since log 0 has no weight
+            w, const = [0.0] * len(cards), 0.0
+        w_cols = torch.tensor([wj for wj, card in zip(w, cards) for _ in range(card)],
+                              dtype=xq.dtype, device=xq.device)                       # (S,)
+        aq = torch.cat([xq / (h * h), zq * w_cols], 1)                                 # (Q, D + S)
+        ap = torch.cat([xp, zp], 1)                                                    # (N, D + S)
+        col = const - (xp * xp).sum(1) / (2 * h * h)                                   # (N,)
+        row = -(xq * xq).sum(1) / (2 * h * h) - math.log(N) - D * (0.5 * math.log(2 * math.pi) + math.log(h))
+        exact_match = s == 0 and len(cards) > 0
+        qb = max(1, min(Q, 1024, _MAX_ENTRIES))
+        pb = max(1, _MAX_ENTRIES // qb)
+        out = xq.new_full((Q,), -math.inf)
         for q0 in range(0, Q, qb):
-            xq_, cq_ = xq[q0:q0 + qb], cq[q0:q0 + qb]
-            acc = out[:, :, q0:q0 + qb]                                               # (H, S, q) view
             for p0 in range(0, N, pb):
-                xp_, cp_ = xp[p0:p0 + pb], cp[p0:p0 + pb]
-                # squared distances by the expansion; clamped since rounding can make them < 0
-                d2 = ((xq_ * xq_).sum(1)[:, None] + (xp_ * xp_).sum(1)[None, :]
-                      - 2 * xq_ @ xp_.T).clamp_min(0.0) if D else None                  # (q, p)
-                matches = [sum((cq_[:, j, None] == cp_[None, :, j]).to(xq.dtype) for j in js)
-                           for js in groups.values()]                                 # G x (q, p)
-                for i_s in range(len(ss)):
-                    disc = torch.zeros(xq_.shape[0], xp_.shape[0], dtype=xq.dtype, device=xq.device)
-                    for (a, b), m, js in zip(ab[i_s], matches, groups.values()):
-                        miss = len(js) - m
-                        # where(): with s = 0 a mismatch is log 0 = -inf, and 0 * -inf would be nan
-                        disc += m * a + torch.where(miss > 0, miss * b, 0.0)
-                    for i_h, h in enumerate(hs):
-                        logk = disc - d2 / (2 * h * h) if D else disc                # (q, p)
-                        acc[i_h, i_s] = torch.logaddexp(acc[i_h, i_s], torch.logsumexp(logk, 1))
-        norm = torch.tensor([-math.log(N) - D * (0.5 * math.log(2 * math.pi) + math.log(h)) for h in hs],
-                            dtype=xq.dtype, device=xq.device)
-        return out + norm[:, None, None]
+                logk = torch.addmm(col[p0:p0 + pb], aq[q0:q0 + qb], ap[p0:p0 + pb].T)       # (q, p)
+                if exact_match:
+                    matches = zq[q0:q0 + qb] @ zp[p0:p0 + pb].T                        # (q, p) slots equal
+                    logk.masked_fill_(matches < len(cards) - 0.5, -math.inf)
+                out[q0:q0 + qb] = torch.logaddexp(out[q0:q0 + qb], torch.logsumexp(logk, 1))
+        return out + row
+
+    def _grid_log_density(self, xq: Tensor, cq: Tensor, xp: Tensor, cp: Tensor,
+                          hs: list[float], ss: list[float]) -> Tensor:
+        """log p(query) for every (h, s) on a grid, rows (xp, cp) as kernel centres: (H, S, Q)."""
+        zq, zp = self._one_hot(cq), self._one_hot(cp)
+        return torch.stack([torch.stack([self._log_density(xq, zq, xp, zp, h, s) for s in ss]) for h in hs])
 
     def log_prob(self, batch: Batch) -> Tensor:
         """Exact log p(x, c) in nats, (B,), in the floating dtype of batch["x"]."""
@@ -148,7 +154,8 @@ class KDE(GenerativeModule):
         x, c = _unpack(self.spec, batch, self.device)
         out_dtype = batch["x"].dtype if "x" in batch and batch["x"].is_floating_point() else torch.float32
         h, s = self.config["bandwidth"] or 1.0, self.config["category_smoothing"] or 0.0
-        return self._grid_log_density(x, c, self.points_x, self.points_c, [h], [s])[0, 0].to(out_dtype)
+        lp = self._log_density(x, self._one_hot(c), self.points_x, self._one_hot(self.points_c), h, s)
+        return lp.to(out_dtype)
 
     # ---------------------------------------------------------------- fitting
     def _select(self, x: Tensor, c: Tensor, val: Batch | None,
@@ -300,5 +307,6 @@ def _check_float(name: str, value, low: float, high: float | None, open_low: boo
     ok = (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
           and (value > low if open_low else value >= low) and (high is None or value <= high))
     if not ok:
-        rng = f"{'(' if open_low else '['}{low}, {high if high is not None else 'inf'}{']' if high is not None else ')'}"
+        lo, hi = "(" if open_low else "[", f"{high}]" if high is not None else "inf)"
+        rng = f"{lo}{low}, {hi}"
         raise ConfigError(f"{name}={value!r} is invalid; expected a number in {rng}")
