@@ -11,15 +11,20 @@ every constructor argument it needs to be rebuilt in ``self.config`` (JSON-able)
 is ``config`` + ``state_dict``. Log-densities are in nats per example *in tensor units*; the codec's
 ``log_det`` turns them into the raw data's units (see design.md, section 3).
 
-This file imports nothing else of the package.
+This file imports nothing else of the package but its errors.
 """
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
+
+from .errors import ConfigError, DataError
 
 Batch = dict[str, Tensor]
 Likelihood = Literal["exact", "bound", "none"]
@@ -102,3 +107,69 @@ class Codec(Protocol):
     def state(self) -> dict: ...
     @classmethod
     def from_state(cls, state: dict) -> "Codec": ...
+
+
+# ---------------------------------------------------------------- checks every family shares
+# Clear errors at construction and at the module boundary, not deep inside torch.
+
+def check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def check_float(name: str, value: Any, low: float, high: float | None = None, open_low: bool = False) -> float:
+    ok = (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+          and (value > low if open_low else value >= low) and (high is None or value <= high))
+    if not ok:
+        lo, hi = "(" if open_low else "[", f"{high}]" if high is not None else "inf)"
+        raise ConfigError(f"{name} must be a finite number in {lo}{low}, {hi}, got {value!r}")
+    return float(value)
+
+
+def check_widths(name: str, value: Any) -> list[int]:
+    if isinstance(value, (int, str)) or not isinstance(value, Sequence) or len(value) == 0 or \
+            any(isinstance(h, bool) or not isinstance(h, numbers.Integral) or h < 1 for h in value):
+        raise ConfigError(f"{name} must be a non-empty sequence of integers >= 1, e.g. (128, 128); got {value!r}")
+    return [int(h) for h in value]
+
+
+def check_spec(spec: Spec, family: str) -> None:
+    """A tabular spec with at least one slot and valid cardinalities."""
+    if spec.n_continuous < 0 or any(m < 1 for m in spec.cardinalities):
+        raise ConfigError(f"{family}: invalid spec {spec}: n_continuous must be >= 0 and cardinalities >= 1")
+    if spec.n_continuous == 0 and len(spec.cardinalities) == 0:
+        raise ConfigError(f"{family}: the data has no columns (n_continuous=0 and no discrete slots)")
+
+
+def check_sample_args(family: str, n: Any, condition: Any) -> int:
+    if condition is not None:
+        raise ConfigError(f"{family} does not support conditional sampling yet; call sample(n) without condition")
+    return check_int("n", n, 1)
+
+
+def unpack(spec: Spec, batch: Batch, *, dtype: torch.dtype | None = None,
+           device: torch.device | None = None) -> tuple[Tensor, Tensor]:
+    """The batch's x (B, D) and c (B, K), checked against the spec; x cast to ``dtype`` if given."""
+    D, cards = spec.n_continuous, spec.cardinalities
+    x, c = batch.get("x"), batch.get("c")
+    if x is None and c is None:
+        raise DataError('batch has neither "x" nor "c"')
+    B = x.shape[0] if x is not None else c.shape[0]
+    x = torch.zeros(B, 0) if x is None and D == 0 else x
+    c = torch.zeros(B, 0, dtype=torch.long) if c is None and not cards else c
+    if x is None or c is None or x.ndim != 2 or x.shape[1] != D or c.ndim != 2 or c.shape[1] != len(cards) \
+            or c.shape[0] != B:
+        raise DataError(f"batch has x {None if x is None else tuple(x.shape)} and c "
+                        f"{None if c is None else tuple(c.shape)}; the model expects x (B, {D}) and c (B, {len(cards)})")
+    if c.is_floating_point() or c.is_complex():
+        raise DataError(f'batch["c"] must hold integer category codes, got dtype {c.dtype}')
+    x, c = x.to(device=device, dtype=dtype or x.dtype), c.to(device=device, dtype=torch.long)
+    if not torch.isfinite(x).all():
+        raise DataError('batch["x"] contains NaN or infinite values')
+    if cards:
+        bad = (c < 0) | (c >= torch.tensor(cards, device=c.device))                    # (B, K)
+        if bad.any():
+            j = int(bad.any(0).nonzero()[0])
+            raise DataError(f"discrete slot {j} has a code outside [0, {cards[j]}): a category never seen in training?")
+    return x, c

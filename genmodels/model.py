@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import checkpoint, registry
-from .core import Batch, GenerativeModule, Spec
+from .core import Spec
 from .errors import CheckpointError, ConfigError, DataError, NoLikelihoodError, NotFittedError
 from .train import TrainConfig, train
 

@@ -5,12 +5,10 @@ missing values) and must: sample the training schema, give finite (n,) float64 l
 save/load bit for bit, repeat itself under a seed, and refuse bad input with the right error.
 """
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import genmodels as gm
 from genmodels import registry

@@ -158,7 +158,7 @@ def test_bad_use_raises():
         gmm.sample(5, condition=data)
     with pytest.raises(DataError, match="slot 0"):
         gmm.log_prob({"x": torch.randn(2, 2), "c": torch.tensor([[0], [3]])})
-    with pytest.raises(DataError, match="shape"):
+    with pytest.raises(DataError, match="expects x"):
         gmm.log_prob({"x": torch.randn(2, 3), "c": torch.tensor([[0], [1]])})
     with pytest.raises(ConfigError):
         GMM(Spec())

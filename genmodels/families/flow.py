@@ -32,9 +32,9 @@ import torch
 import zuko
 from torch import Tensor
 
-from ..core import Batch, GenerativeModule, Likelihood, Spec
-from ..nets.mlp import (CategoricalAR, check_batch, check_int, check_sample_args, check_spec, check_widths,
-                        one_hot_slots)
+from ..core import (Batch, GenerativeModule, Likelihood, Spec, check_int, check_sample_args, check_spec,
+                    check_widths, unpack)
+from ..nets.mlp import CategoricalAR, one_hot_slots
 
 
 class Flow(GenerativeModule):
@@ -79,7 +79,7 @@ class Flow(GenerativeModule):
         return one_hot_slots(c, self.spec.cardinalities).to(device=p.device, dtype=p.dtype)
 
     def log_prob(self, batch: Batch) -> Tensor:
-        x, c = check_batch(self.spec, batch)
+        x, c = unpack(self.spec, batch)
         x = x.to(next(self.parameters()).dtype)                     # (B, D)
         lp = x.new_zeros(x.shape[0])                                # (B,)
         if self.discrete is not None:

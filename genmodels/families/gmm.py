@@ -25,12 +25,11 @@ Example:
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import Tensor
 
-from ..core import Batch, GenerativeModule, Spec
+from ..core import Batch, GenerativeModule, Spec, check_float, check_int, check_spec, unpack
 from ..errors import ConfigError, DataError, NotFittedError
 
 _EPS = 10 * torch.finfo(torch.float64).eps   # as scikit-learn: keeps empty components' weights > 0
@@ -61,16 +60,16 @@ class GMM(GenerativeModule):
                  covariance: str = "full", reg_covar: float = 1e-6, max_iter: int = 200,
                  tol: float = 1e-4, n_init: int = 1, category_prior: float = 1.0):
         if n_components is not None:
-            _check_int("n_components", n_components, 1)
-        _check_int("max_components", max_components, 1)
+            check_int("n_components", n_components, 1)
+        check_int("max_components", max_components, 1)
         if covariance not in ("full", "diag"):
             raise ConfigError(f"covariance={covariance!r} is not supported; use 'full' or 'diag'")
-        _check_float("reg_covar", reg_covar, 0.0)
-        _check_int("max_iter", max_iter, 1)
-        _check_float("tol", tol, 0.0)
-        _check_int("n_init", n_init, 1)
-        _check_float("category_prior", category_prior, 0.0)
-        _check_spec(spec)
+        check_float("reg_covar", reg_covar, 0.0)
+        check_int("max_iter", max_iter, 1)
+        check_float("tol", tol, 0.0)
+        check_int("n_init", n_init, 1)
+        check_float("category_prior", category_prior, 0.0)
+        check_spec(spec, "gmm")
         n_components = None if n_components is None else int(n_components)
         super().__init__(spec, n_components=n_components, max_components=int(max_components),
                          covariance=covariance, reg_covar=float(reg_covar), max_iter=int(max_iter),
@@ -132,7 +131,7 @@ class GMM(GenerativeModule):
         """Exact log p(x, c) in nats, (B,), in the floating dtype of batch["x"]."""
         if not bool(self.fitted):
             raise NotFittedError("GMM.log_prob called before fit_closed_form")
-        x, c = _unpack(self.spec, batch, self.device)
+        x, c = unpack(self.spec, batch, dtype=torch.float64, device=self.device)
         out_dtype = batch["x"].dtype if "x" in batch and batch["x"].is_floating_point() else torch.float32
         return torch.logsumexp(self._log_joint(self._params(), x, c), 1).to(out_dtype)
 
@@ -198,7 +197,7 @@ class GMM(GenerativeModule):
     def fit_closed_form(self, train: Batch, val: Batch | None = None, *,
                         generator: torch.Generator | None = None) -> dict[str, float]:
         """Fit by EM (choosing k by BIC if n_components is None); returns k, bic and log-likelihoods."""
-        x, c = _unpack(self.spec, train, self.device)
+        x, c = unpack(self.spec, train, dtype=torch.float64, device=self.device)
         N = x.shape[0]
         if N == 0:
             raise DataError("GMM cannot be fitted on an empty batch")
@@ -244,7 +243,7 @@ class GMM(GenerativeModule):
         """Draw a component, then x from its Gaussian and each c_j from its categorical."""
         if condition is not None:
             raise ConfigError("conditional sampling is not supported by the GMM family")
-        _check_int("n", n, 0)
+        check_int("n", n, 0)
         if not bool(self.fitted):
             raise NotFittedError("GMM.sample called before fit_closed_form")
         dev, D, K = self.device, self.spec.n_continuous, len(self.spec.cardinalities)
@@ -295,46 +294,3 @@ def _kmeans(F: Tensor, k: int, generator: torch.Generator | None, n_iter: int = 
             break
         labels = new
     return labels
-
-
-def _unpack(spec: Spec, batch: Batch, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Check a batch against the spec; return x (B, D) float64 and c (B, K) long on device."""
-    D, cards = spec.n_continuous, spec.cardinalities
-    x, c = batch.get("x"), batch.get("c")
-    B = x.shape[0] if x is not None else c.shape[0] if c is not None else None
-    if B is None:
-        raise DataError('batch has neither "x" nor "c"')
-    x = torch.zeros(B, 0) if x is None and D == 0 else x
-    c = torch.zeros(B, 0, dtype=torch.long) if c is None and not cards else c
-    if x is None or x.ndim != 2 or x.shape[1] != D:
-        raise DataError(f'batch["x"] has shape {None if x is None else tuple(x.shape)}; expected (B, {D})')
-    if c is None or c.ndim != 2 or c.shape[1] != len(cards) or c.shape[0] != B:
-        raise DataError(f'batch["c"] has shape {None if c is None else tuple(c.shape)}; expected ({B}, {len(cards)})')
-    if c.is_floating_point() or c.is_complex():
-        raise DataError(f'batch["c"] must hold integer category codes, got dtype {c.dtype}')
-    x, c = x.to(device, torch.float64), c.to(device, torch.long)
-    if not torch.isfinite(x).all():
-        raise DataError('batch["x"] contains NaN or infinite values')
-    if cards:
-        bad = (c < 0) | (c >= torch.tensor(cards, device=device))                     # (B, K)
-        if bad.any():
-            j = int(bad.any(0).nonzero()[0])
-            raise DataError(f"discrete slot {j} has a code outside [0, {cards[j]}): a category never seen in training?")
-    return x, c
-
-
-def _check_spec(spec: Spec) -> None:
-    if spec.n_continuous < 0 or any(card < 1 for card in spec.cardinalities):
-        raise ConfigError(f"invalid spec: n_continuous={spec.n_continuous}, cardinalities={spec.cardinalities}")
-    if spec.n_continuous == 0 and not spec.cardinalities:
-        raise ConfigError("spec has no slots (n_continuous=0 and no cardinalities): nothing to model")
-
-
-def _check_int(name: str, value, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ConfigError(f"{name}={value!r} is invalid; expected an integer >= {low}")
-
-
-def _check_float(name: str, value, low: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < low:
-        raise ConfigError(f"{name}={value!r} is invalid; expected a finite number >= {low}")

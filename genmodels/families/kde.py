@@ -26,12 +26,11 @@ Example:
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import Tensor
 
-from ..core import Batch, GenerativeModule, Spec
+from ..core import Batch, GenerativeModule, Spec, check_float, check_int, check_spec, unpack
 from ..errors import ConfigError, DataError, NotFittedError
 
 _MAX_ENTRIES = 1 << 20           # (queries x centres) per block: 8 MB, cache-friendly and bounded
@@ -65,17 +64,14 @@ class KDE(GenerativeModule):
     def __init__(self, spec: Spec, bandwidth: float | None = None, category_smoothing: float | None = None,
                  max_points: int = 20000, n_points: int = 0):
         if bandwidth is not None:
-            _check_float("bandwidth", bandwidth, 0.0, None, open_low=True)
+            check_float("bandwidth", bandwidth, 0.0, None, open_low=True)
             bandwidth = float(bandwidth)
         if category_smoothing is not None:
-            _check_float("category_smoothing", category_smoothing, 0.0, 1.0)
+            check_float("category_smoothing", category_smoothing, 0.0, 1.0)
             category_smoothing = float(category_smoothing)
-        _check_int("max_points", max_points, 1)
-        _check_int("n_points", n_points, 0)
-        if spec.n_continuous < 0 or any(card < 1 for card in spec.cardinalities):
-            raise ConfigError(f"invalid spec: n_continuous={spec.n_continuous}, cardinalities={spec.cardinalities}")
-        if spec.n_continuous == 0 and not spec.cardinalities:
-            raise ConfigError("spec has no slots (n_continuous=0 and no cardinalities): nothing to model")
+        check_int("max_points", max_points, 1)
+        check_int("n_points", n_points, 0)
+        check_spec(spec, "kde")
         if n_points and spec.n_continuous and bandwidth is None:
             raise ConfigError("a KDE with stored points needs its bandwidth; pass the fitted module's config")
         if n_points and spec.cardinalities and category_smoothing is None:
@@ -151,7 +147,7 @@ class KDE(GenerativeModule):
         """Exact log p(x, c) in nats, (B,), in the floating dtype of batch["x"]."""
         if self.config["n_points"] == 0:
             raise NotFittedError("KDE.log_prob called before fit_closed_form")
-        x, c = _unpack(self.spec, batch, self.device)
+        x, c = unpack(self.spec, batch, dtype=torch.float64, device=self.device)
         out_dtype = batch["x"].dtype if "x" in batch and batch["x"].is_floating_point() else torch.float32
         h, s = self.config["bandwidth"] or 1.0, self.config["category_smoothing"] or 0.0
         lp = self._log_density(x, self._one_hot(c), self.points_x, self._one_hot(self.points_c), h, s)
@@ -170,7 +166,7 @@ class KDE(GenerativeModule):
         ss = list(_S_GRID) if self._select_s else [self.config["category_smoothing"] or 0.0]
         # held-out splits: (query rows, centre rows)
         if val is not None:
-            xv, cv = _unpack(self.spec, val, x.device)
+            xv, cv = unpack(self.spec, val, dtype=torch.float64, device=x.device)
             if xv.shape[0] == 0:
                 raise DataError("the validation batch is empty")
             keep = torch.randperm(xv.shape[0], generator=generator, device=gdev)[:_CV_MAX_QUERIES].to(x.device)
@@ -215,7 +211,7 @@ class KDE(GenerativeModule):
     def fit_closed_form(self, train: Batch, val: Batch | None = None, *,
                         generator: torch.Generator | None = None) -> dict[str, float]:
         """Store the training rows (a random subset if over max_points) and choose unset h and s."""
-        x, c = _unpack(self.spec, train, self.device)
+        x, c = unpack(self.spec, train, dtype=torch.float64, device=self.device)
         N = x.shape[0]
         if N == 0:
             raise DataError("KDE cannot be fitted on an empty batch")
@@ -250,7 +246,7 @@ class KDE(GenerativeModule):
         """Pick a stored row, add h * N(0, I) to x, and move each c_j per its kernel."""
         if condition is not None:
             raise ConfigError("conditional sampling is not supported by the KDE family")
-        _check_int("n", n, 0)
+        check_int("n", n, 0)
         if self.config["n_points"] == 0:
             raise NotFittedError("KDE.sample called before fit_closed_form")
         dev, D, K = self.device, self.spec.n_continuous, len(self.spec.cardinalities)
@@ -269,44 +265,3 @@ class KDE(GenerativeModule):
             other = other + (other >= c).long()
             c = torch.where(u < lam, other, c)
         return {"x": x.float(), "c": c}
-
-
-# -------------------------------------------------------------------- helpers
-def _unpack(spec: Spec, batch: Batch, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Check a batch against the spec; return x (B, D) float64 and c (B, K) long on device."""
-    D, cards = spec.n_continuous, spec.cardinalities
-    x, c = batch.get("x"), batch.get("c")
-    B = x.shape[0] if x is not None else c.shape[0] if c is not None else None
-    if B is None:
-        raise DataError('batch has neither "x" nor "c"')
-    x = torch.zeros(B, 0) if x is None and D == 0 else x
-    c = torch.zeros(B, 0, dtype=torch.long) if c is None and not cards else c
-    if x is None or x.ndim != 2 or x.shape[1] != D:
-        raise DataError(f'batch["x"] has shape {None if x is None else tuple(x.shape)}; expected (B, {D})')
-    if c is None or c.ndim != 2 or c.shape[1] != len(cards) or c.shape[0] != B:
-        raise DataError(f'batch["c"] has shape {None if c is None else tuple(c.shape)}; expected ({B}, {len(cards)})')
-    if c.is_floating_point() or c.is_complex():
-        raise DataError(f'batch["c"] must hold integer category codes, got dtype {c.dtype}')
-    x, c = x.to(device, torch.float64), c.to(device, torch.long)
-    if not torch.isfinite(x).all():
-        raise DataError('batch["x"] contains NaN or infinite values')
-    if cards:
-        bad = (c < 0) | (c >= torch.tensor(cards, device=device))                     # (B, K)
-        if bad.any():
-            j = int(bad.any(0).nonzero()[0])
-            raise DataError(f"discrete slot {j} has a code outside [0, {cards[j]}): a category never seen in training?")
-    return x, c
-
-
-def _check_int(name: str, value, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ConfigError(f"{name}={value!r} is invalid; expected an integer >= {low}")
-
-
-def _check_float(name: str, value, low: float, high: float | None, open_low: bool = False) -> None:
-    ok = (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
-          and (value > low if open_low else value >= low) and (high is None or value <= high))
-    if not ok:
-        lo, hi = "(" if open_low else "[", f"{high}]" if high is not None else "inf)"
-        rng = f"{lo}{low}, {hi}"
-        raise ConfigError(f"{name}={value!r} is invalid; expected a number in {rng}")

@@ -32,8 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..core import Batch, GenerativeModule, Likelihood, Spec
-from ..nets.mlp import check_batch, check_int, check_sample_args, check_spec, check_widths, mlp, one_hot_slots
+from ..core import (Batch, GenerativeModule, Likelihood, Spec, check_int, check_sample_args, check_spec,
+                    check_widths, unpack)
+from ..nets.mlp import mlp, one_hot_slots
 
 # Decoder log-scales live in [LOG_SCALE_MIN, LOG_SCALE_MAX] (tensor units are standardised): the lower
 # end stops the density of a slot collapsing onto single training values, the upper end is loose.
@@ -113,7 +114,7 @@ class VAE(GenerativeModule):
 
     def elbo(self, batch: Batch, n_samples: int = 1) -> Tensor:
         """ELBO per example, (B,): Monte Carlo E_q[log p(x, c | z)] minus the analytic KL(q || N(0, I))."""
-        x, c = check_batch(self.spec, batch)
+        x, c = unpack(self.spec, batch)
         mu, log_std = self.encode(x, c)                                     # (B, L)
         eps = torch.randn((n_samples, *mu.shape), dtype=mu.dtype, device=mu.device)
         z = mu + log_std.exp() * eps                                        # (S, B, L) reparametrised
@@ -128,7 +129,7 @@ class VAE(GenerativeModule):
         memory stays bounded (about 2**15 decoder rows at a time).
         """
         S = self.iw_samples if n_samples is None else check_int("n_samples", n_samples, 1)
-        x, c = check_batch(self.spec, batch)
+        x, c = unpack(self.spec, batch)
         mu, log_std = self.encode(x, c)                                     # (B, L)
         std = log_std.exp()
         chunk = max(1, min(S, 2 ** 15 // max(1, x.shape[0])))

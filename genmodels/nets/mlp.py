@@ -19,15 +19,12 @@ Example:
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core import Batch, Spec
-from ..errors import ConfigError, DataError
 
 Activation = Callable[[], nn.Module]
 
@@ -151,44 +148,3 @@ class CategoricalAR(nn.Module):
             logits = self.logits(c, context)[:, self.offsets[k]:self.offsets[k + 1]]   # (n, m_k)
             c[:, k] = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
         return c
-
-
-# Argument checks shared by the tabular families (clear errors at construction, not deep in torch).
-
-def check_int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def check_widths(name: str, value) -> list[int]:
-    if isinstance(value, (int, str)) or not isinstance(value, Sequence) or len(value) == 0 or \
-            any(isinstance(h, bool) or not isinstance(h, numbers.Integral) or h < 1 for h in value):
-        raise ConfigError(f"{name} must be a non-empty sequence of integers >= 1, e.g. (128, 128); got {value!r}")
-    return [int(h) for h in value]
-
-
-def check_spec(spec: Spec, family: str) -> None:
-    """A tabular spec with at least one slot and valid cardinalities."""
-    if spec.n_continuous < 0 or any(m < 1 for m in spec.cardinalities):
-        raise ConfigError(f"{family}: invalid spec {spec}: n_continuous must be >= 0 and cardinalities >= 1")
-    if spec.n_continuous == 0 and len(spec.cardinalities) == 0:
-        raise ConfigError(f"{family}: the data has no columns (n_continuous=0 and no discrete slots)")
-
-
-def check_batch(spec: Spec, batch: Batch) -> tuple[Tensor, Tensor]:
-    """The batch's x (B, D) and c (B, K), with a clear error when the widths do not match the spec."""
-    x, c = batch["x"], batch["c"]
-    D, K = spec.n_continuous, len(spec.cardinalities)
-    if x.ndim != 2 or x.shape[1] != D or c.ndim != 2 or c.shape[1] != K or x.shape[0] != c.shape[0]:
-        raise DataError(f"batch has x {tuple(x.shape)} and c {tuple(c.shape)}; the model expects "
-                        f"x (B, {D}) and c (B, {K})")
-    return x, c
-
-
-def check_sample_args(family: str, n, condition) -> int:
-    if condition is not None:
-        raise ConfigError(f"{family} does not support conditional sampling yet; call sample(n) without condition")
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ConfigError(f"n must be an integer >= 1, got {n!r}")
-    return int(n)
