@@ -5,7 +5,7 @@
     genmodels fit DATA --model FAMILY --out DIR [--max-time S] [--seed N] [--set key=value ...]
     genmodels sample DIR -n N -o FILE [--seed N]
     genmodels score DIR DATA -o FILE
-    genmodels evaluate DIR DATA [--json]
+    genmodels evaluate DIR DATA [--json] [--train DATA]
 
 DATA is a CSV/Parquet path or a built-in data set's name (its training split for ``fit``, its
 test split for ``score`` and ``evaluate``). A user's mistake prints one line on stderr and exits
@@ -28,7 +28,7 @@ WRITERS = {".csv": lambda df, p: df.to_csv(p, index=False), ".parquet": lambda d
 
 def _console(stderr: bool = False):
     from rich.console import Console
-    return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 def _data(arg: str, split: str) -> Any:
@@ -124,7 +124,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate
     from .model import load
     model = load(args.model_dir, device=args.device)
-    metrics = evaluate(model, _data(args.data, "test"), seed=args.seed)
+    train = _data(args.train, "train") if args.train else None
+    metrics = evaluate(model, _data(args.data, "test"), train=train, seed=args.seed)
     if args.json:
         print(json.dumps(metrics, indent=2))
         return
@@ -179,6 +180,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("data")
     s.add_argument("--json", action="store_true")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--train", default=None, help="training data: adds distance-to-closest-record metrics")
     s.set_defaults(func=cmd_evaluate)
 
     for name in ("fit", "sample", "score", "evaluate"):

@@ -24,8 +24,14 @@ def _likelihood(model: Model, data: Any) -> dict[str, float]:
     return {key: s["mean"], f"{key}_stderr": s["stderr"]}
 
 
-def evaluate_tabular(model: Model, data: Any, *, n_samples: int | None = None, seed: int = 0) -> dict[str, float]:
-    """Held-out log-likelihood, marginal distances (KS / TV), correlation difference, C2ST AUROC, copy rate."""
+def evaluate_tabular(model: Model, data: Any, *, train: Any = None, n_samples: int | None = None,
+                     seed: int = 0) -> dict[str, float]:
+    """Held-out log-likelihood, marginal distances (KS / TV), correlation difference, C2ST AUROC, copy rate.
+
+    With ``train`` (the training table) also the distance to the closest training record:
+    ``dcr_median`` for synthetic rows and ``dcr_holdout_median`` for the held-out rows, its yardstick
+    (synthetic rows much closer to the training rows than held-out rows are suggest memorisation).
+    """
     from .metrics import samples, tabular
     real = model.codec_.check_columns(model.codec_.coerce(data))
     synth = model.sample(n_samples or len(real), seed=seed)
@@ -45,6 +51,10 @@ def evaluate_tabular(model: Model, data: Any, *, n_samples: int | None = None, s
     fr, fs = samples.table_to_features(real, synth, kinds)
     out["c2st_auroc"] = float(samples.c2st_auroc(fr, fs, seed=seed))
     out["copy_rate"] = float(tabular.copy_rate_from_hashes(model.train_hashes_, synth))
+    if train is not None:
+        tr = model.codec_.check_columns(model.codec_.coerce(train))
+        out["dcr_median"] = float(np.median(tabular.distance_to_closest_record(tr, synth, kinds)))
+        out["dcr_holdout_median"] = float(np.median(tabular.distance_to_closest_record(tr, real, kinds)))
     return out
 
 

@@ -41,9 +41,12 @@ def test_sample_score_evaluate(workdir, capsys):
     lp = pd.read_csv(workdir / "lp.csv")
     assert list(lp.columns) == ["log_likelihood"] and len(lp) == 50 and np.isfinite(lp.values).all()
     capsys.readouterr()
-    assert main(["evaluate", str(workdir / "m"), str(workdir / "test.csv"), "--json"]) == 0
+    assert main(["evaluate", str(workdir / "m"), str(workdir / "test.csv"), "--json",
+                 "--train", str(workdir / "train.csv")]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    assert {"log_likelihood", "c2st_auroc", "marginal_distance", "copy_rate"} <= set(metrics)
+    assert {"log_likelihood", "c2st_auroc", "marginal_distance", "copy_rate", "dcr_median"} <= set(metrics)
+    # the test rows are the first 50 training rows: copies, at distance 0
+    assert metrics["dcr_holdout_median"] == 0.0 and metrics["copy_rate"] == 0.0
 
 
 def test_builtin_dataset_names_work(tmp_path):
