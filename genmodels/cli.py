@@ -3,7 +3,7 @@
     genmodels models [--modality M]
     genmodels datasets
     genmodels fit DATA --model FAMILY --out DIR [--max-time S] [--seed N] [--set key=value ...]
-    genmodels sample DIR -n N -o FILE [--seed N]
+    genmodels sample DIR -n N -o FILE [--seed N] [--condition COLUMN=VALUE ...]
     genmodels score DIR DATA -o FILE
     genmodels evaluate DIR DATA [--json] [--train DATA]
 
@@ -104,7 +104,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     from .model import load
     model = load(args.model_dir, device=args.device)
-    out = model.sample(args.n, seed=args.seed)
+    out = model.sample(args.n, seed=args.seed, condition=_pairs(args.condition, "--condition") or None)
     if isinstance(out, np.ndarray):
         out = pd.DataFrame(out, columns=[c.name for c in model.codec_.columns_])
     _write(out, args.output)
@@ -167,6 +167,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, required=True)
     s.add_argument("-o", "--output", required=True, help=".csv or .parquet")
     s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--condition", action="append", metavar="COLUMN=VALUE",
+                   help="sample given this column value (families that can condition)")
     s.set_defaults(func=cmd_sample)
 
     s = sub.add_parser("score", help="log-likelihood of each row (nats)")

@@ -56,13 +56,15 @@ class Spec:
 class GenerativeModule(nn.Module):
     """Base class of every family. Subclasses set ``likelihood`` and implement the three methods.
 
-    Gradient-trained families implement ``loss``; the one loop in train.py minimises it.
+    Gradient-trained families implement ``loss``; the one loop in train.py minimises it (two-player
+    families add ``configure_optimizers`` and ``training_step``; see train.py).
     Closed-form families (GMM by EM, KDE) set ``closed_form = True`` and implement
     ``fit_closed_form`` instead; ``loss`` may then raise.
     """
 
     likelihood: ClassVar[Likelihood] = "exact"
     closed_form: ClassVar[bool] = False
+    conditional: ClassVar[bool] = False              # sample(condition=...) supported
     modalities: ClassVar[tuple[str, ...]] = ("tabular",)
 
     def __init__(self, spec: Spec, **config: Any):
@@ -78,7 +80,12 @@ class GenerativeModule(nn.Module):
 
     def sample(self, n: int, *, condition: Batch | None = None,
                generator: torch.Generator | None = None) -> Batch:
+        """``n`` examples. ``condition`` (families with ``conditional = True``): a batch of n rows where
+        ``x`` is NaN and ``c`` is -1 in the free slots; the returned batch must equal it elsewhere."""
         raise NotImplementedError
+
+    def prepare(self, train: Batch) -> None:
+        """Data-dependent set-up before gradient training (e.g. per-column modes); state in buffers."""
 
     def fit_closed_form(self, train: Batch, val: Batch | None = None, *,
                         generator: torch.Generator | None = None) -> dict[str, float]:
@@ -142,9 +149,9 @@ def check_spec(spec: Spec, family: str) -> None:
         raise ConfigError(f"{family}: the data has no columns (n_continuous=0 and no discrete slots)")
 
 
-def check_sample_args(family: str, n: Any, condition: Any) -> int:
-    if condition is not None:
-        raise ConfigError(f"{family} does not support conditional sampling yet; call sample(n) without condition")
+def check_sample_args(family: str, n: Any, condition: Any, conditional: bool = False) -> int:
+    if condition is not None and not conditional:
+        raise ConfigError(f"{family} cannot sample conditionally; call sample(n) without condition")
     return check_int("n", n, 1)
 
 

@@ -170,6 +170,9 @@ class Model:
                 torch.manual_seed(self.seed)                          # weight init is repeatable
                 self.module_ = registry.family(self.family)(self.codec_.spec(), **self._family_kwargs())
             self.module_.to(device)
+            if not resume and not self.module_.closed_form:
+                self.module_.prepare(self.codec_.dequantize({k: v.to(device) for k, v in tr.items()},
+                                                            torch.Generator(device).manual_seed(self.seed)))
             cfg = TrainConfig(**{k: v for k, v in self.hyperparameters.items() if k in TRAIN_KEYS},
                               max_time=max_time, max_epochs=max_epochs, max_steps=max_steps)
             self.train_hashes_ = self._row_hashes(raw)
@@ -197,10 +200,15 @@ class Model:
         return row_hashes(raw) if self.modality_ == "tabular" else np.zeros(0, dtype=np.int64)
 
     # ------------------------------------------------------------------ use
-    def sample(self, n: int, seed: int | None = None) -> Any:
-        """``n`` new examples as raw data (tabular: a DataFrame with the training schema)."""
+    def sample(self, n: int, seed: int | None = None, condition: dict[str, Any] | None = None) -> Any:
+        """``n`` new examples as raw data (tabular: a DataFrame with the training schema).
+
+        condition: ``{"column": value, ...}``: rows drawn from the model's conditional distribution
+        given those values, which they hold exactly (families with ``conditional = True``).
+        """
         n = _check_n(n)
         self._check_fitted("sample")
+        cond = self._encode_condition(condition)
         if seed is None:   # repeatable scripts: derive from the model's seed and a call counter
             seed = self.seed * 1_000_003 + self._sample_calls + 1
             self._sample_calls += 1
@@ -208,9 +216,22 @@ class Model:
         parts = []
         with self._threads(), torch.no_grad():
             for i in range(0, n, _CHUNK):
-                parts.append({k: v.cpu() for k, v in self.module_.sample(min(_CHUNK, n - i), generator=g).items()})
+                m = min(_CHUNK, n - i)
+                given = None if cond is None else {k: v.expand(m, -1).to(self.module_.device) for k, v in cond.items()}
+                parts.append({k: v.cpu() for k, v in self.module_.sample(m, condition=given, generator=g).items()})
         batch = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        return self.codec_.decode(batch, generator=torch.Generator().manual_seed(int(seed)))
+        out = self.codec_.decode(batch, generator=torch.Generator().manual_seed(int(seed)))
+        return out if cond is None else self.codec_.apply_condition(out, condition)
+
+    def _encode_condition(self, condition: dict[str, Any] | None) -> Batch | None:
+        if condition is None:
+            return None
+        if not isinstance(condition, dict) or not condition:
+            raise ConfigError(f"condition must be a non-empty dict of column -> value, got {condition!r}")
+        if not self.module_.conditional:
+            able = [f for f in registry.FAMILIES if registry.family(f).conditional]
+            raise ConfigError(f"the {self.family!r} family cannot sample conditionally; families that can: {able}")
+        return self.codec_.encode_condition(condition)
 
     def log_prob(self, data: Any) -> np.ndarray:
         """Log-likelihood of each example in nats, in the raw data's units; shape (n,), float64.

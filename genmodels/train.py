@@ -6,8 +6,10 @@ gradient clipping; optional EMA of the weights; early stopping on validation los
 the best weights; a progress bar (loss, rows/s, time left); a resumable state that the caller
 checkpoints atomically every ``checkpoint_every`` seconds.
 
-Families with two players or special steps can define ``training_step(batch, step, optimizer)``
-(returns a dict of floats with "loss") and are driven by this same loop.
+Families with two players (GANs) or special steps define ``configure_optimizers(lr, weight_decay)
+-> list[Optimizer]`` and ``training_step(batch, step, optimizers) -> dict`` (floats, with "loss");
+this same loop drives them: budgets, schedule (applied to every optimizer), validation through
+``module.loss`` (for a GAN, a sample-quality distance), early stopping, checkpoints.
 """
 from __future__ import annotations
 
@@ -153,7 +155,7 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
           on_checkpoint: Callable[[dict[str, Any]], None] | None = None) -> TrainState:
     """Minimise ``module.loss`` on ``train_data`` within the budget of ``cfg``.
 
-    ``resume`` is a dict produced earlier through ``on_checkpoint`` (keys: state, optimizer, best,
+    ``resume`` is a dict produced earlier through ``on_checkpoint`` (keys: state, optimizers, best,
     current, generator, ema). Returns the final state;
     the module ends holding the best weights seen on validation (or the last, without validation).
     """
@@ -163,7 +165,13 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
     if n == 0:
         raise DataError("no training rows left after the validation split; give more data or validation=0")
     module.to(device).train()
-    opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if hasattr(module, "configure_optimizers"):
+        opts = list(module.configure_optimizers(cfg.lr, cfg.weight_decay))
+    else:
+        opts = [torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)]
+    for opt in opts:
+        for group in opt.param_groups:
+            group.setdefault("base_lr", group["lr"])
     ema = None
     if cfg.ema is not None:
         ema = torch.optim.swa_utils.AveragedModel(module, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema))
@@ -172,7 +180,8 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
     if resume:
         module.load_state_dict(resume["current"])            # where the run stopped, not the best so far
         state = TrainState(**resume["state"])
-        opt.load_state_dict(resume["optimizer"])
+        for opt, sd in zip(opts, resume["optimizers"]):
+            opt.load_state_dict(sd)
         best = resume.get("best")
         gen.set_state(resume["generator"])
         if ema is not None and resume.get("ema") is not None:
@@ -193,7 +202,7 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
         return ""
 
     def snapshot() -> dict[str, Any]:
-        return {"state": state.to_json(), "optimizer": opt.state_dict(), "best": best,
+        return {"state": state.to_json(), "optimizers": [o.state_dict() for o in opts], "best": best,
                 "current": {k: v.detach().cpu() for k, v in module.state_dict().items()},
                 "generator": gen.get_state(), "ema": ema.module.state_dict() if ema is not None else None}
 
@@ -207,19 +216,21 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
             for i in range(steps_per_epoch):
                 batch = transform(_take(train_data, perm[i * bs:(i + 1) * bs], torch.device("cpu")), gen)
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                for group in opt.param_groups:
-                    group["lr"] = cfg.lr * _lr_factor(cfg, state, steps_per_epoch)
+                factor = _lr_factor(cfg, state, steps_per_epoch)
+                for opt in opts:
+                    for group in opt.param_groups:
+                        group["lr"] = group["base_lr"] * factor
                 if step_fn is not None:
-                    loss = float(step_fn(batch, state.step, opt)["loss"])
+                    loss = float(step_fn(batch, state.step, opts)["loss"])
                 else:
                     loss_t = module.loss(batch)
                     if not torch.isfinite(loss_t):
                         raise FloatingPointError(f"the loss became {float(loss_t)} at step {state.step}; "
                                                  "lower lr (e.g. lr=1e-4) or grad_clip")
-                    opt.zero_grad(set_to_none=True)
+                    opts[0].zero_grad(set_to_none=True)
                     loss_t.backward()
                     torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
-                    opt.step()
+                    opts[0].step()
                     loss = float(loss_t.detach())
                 if ema is not None:
                     ema.update_parameters(module)

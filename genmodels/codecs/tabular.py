@@ -339,6 +339,58 @@ class TabularCodec:
             codes[r] = i
         return codes, log_w
 
+    # ------------------------------------------------------------------ conditions
+    def encode_condition(self, condition: dict[str, Any]) -> Batch:
+        """One row: ``x`` NaN and ``c`` -1 in free slots, the encoded value in conditioned ones.
+
+        A value never seen in training (a category, or a number outside the training range) is an
+        error; ``None`` conditions on "missing" where the column had missing values.
+        """
+        self._check_fitted()
+        by_name = {c.name: c for c in self.columns_}
+        unknown = [k for k in condition if k not in by_name]
+        if unknown:
+            raise DataError(f"condition names unknown columns {unknown}; the columns are {list(by_name)}")
+        x = torch.full((1, len(self.numeric_)), float("nan"))
+        c = torch.full((1, len(self.discrete_)), -1, dtype=torch.long)
+        xi = {col.name: j for j, col in enumerate(self.numeric_)}
+        ci = {(col.name, role): k for k, (col, role) in enumerate(self.discrete_)}
+        for name, value in condition.items():
+            col = by_name[name]
+            one = pd.Series([value], name=name, dtype=object)
+            missing = value is None or (isinstance(value, float) and math.isnan(value))
+            if col.kind == "constant":
+                if value != col.categories[0]:
+                    raise DataError(f"condition {name}={value!r}: the column was always {col.categories[0]!r} in training")
+            elif col.kind in NUMERIC:
+                if missing and not col.has_missing:
+                    raise DataError(f"condition {name}=missing: the column had no missing values in training")
+                if col.has_missing:
+                    c[0, ci[(name, "missing")]] = int(missing)
+                if not missing:
+                    v = float(self._numeric(one, col)[0])
+                    if not col.lo <= v <= col.hi:
+                        raise DataError(f"condition {name}={value!r} is outside the training range "
+                                        f"[{col.lo:g}, {col.hi:g}]; the model has not seen such values")
+                    if col.kind == "integer" and v != round(v):
+                        raise DataError(f"condition {name}={value!r}: the column holds whole numbers")
+                    x[0, xi[name]] = ((v + 0.5 if col.kind == "integer" else v) - col.mean) / col.std
+            else:
+                c[0, ci[(name, "value")]] = int(self._category_codes(one, col)[0][0])
+        return {"x": x, "c": c}
+
+    def apply_condition(self, out: pd.DataFrame | np.ndarray, condition: dict[str, Any]) -> pd.DataFrame | np.ndarray:
+        """Write the conditioned values into decoded rows exactly (undoing float rounding, folded draws)."""
+        if isinstance(out, np.ndarray):
+            names = [c.name for c in self.columns_]
+            for name, value in condition.items():
+                out[:, names.index(name)] = value
+            return out
+        for name, value in condition.items():
+            col = next(c for c in self.columns_ if c.name == name)
+            out[name] = self._restore(pd.Series([value] * len(out), dtype=object), col)
+        return out
+
     # ------------------------------------------------------------------ likelihood bookkeeping
     def dequantize(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
         """Integer slots move from k + 1/2 to k + U[0, 1) in raw units; missing numeric slots get N(0, 1) noise."""
