@@ -50,14 +50,16 @@ def _value(text: str) -> Any:
         return text
 
 
-def _pairs(items: Sequence[str], what: str) -> dict[str, Any]:
+def _pairs(items: Sequence[str], what: str, parse: bool = True) -> dict[str, Any]:
+    """key=value pairs; values parsed as JSON when ``parse`` (hyper-parameters), else kept as text
+    (column values: the codec reads them in the column's own type, so zip=01234 stays a string)."""
     from .errors import ConfigError
     out = {}
     for item in items or ():
         key, sep, val = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"{what} expects key=value, got {item!r}")
-        out[key.strip()] = _value(val.strip())
+        out[key.strip()] = _value(val.strip()) if parse else val.strip()
     return out
 
 
@@ -90,7 +92,7 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 def cmd_fit(args: argparse.Namespace) -> None:
     from .model import Model
     hyper = _pairs(args.set, "--set")
-    codec = {"column_kinds": _pairs(args.kind, "--kind")} if args.kind else None
+    codec = {"column_kinds": _pairs(args.kind, "--kind", parse=False)} if args.kind else None
     model = Model(args.model, seed=args.seed, device=args.device, num_threads=args.threads, codec=codec, **hyper)
     data = _data(args.data, "train")
     model.fit(data, max_time=args.max_time, max_epochs=args.max_epochs, max_steps=args.max_steps,
@@ -104,7 +106,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     from .model import load
     model = load(args.model_dir, device=args.device)
-    out = model.sample(args.n, seed=args.seed, condition=_pairs(args.condition, "--condition") or None)
+    out = model.sample(args.n, seed=args.seed, condition=_pairs(args.condition, "--condition", parse=False) or None)
     if isinstance(out, np.ndarray):
         out = pd.DataFrame(out, columns=[c.name for c in model.codec_.columns_])
     _write(out, args.output)

@@ -34,7 +34,8 @@ class TrainConfig:
 
     lr: float = 1e-3
     weight_decay: float = 1e-5
-    batch_size: int = 256
+    batch_size: int | None = None     # None: n // 10 clipped to [32, 256], so small tables get many steps
+    eval_every: int = 50              # validate at the first epoch end after this many steps
     warmup_steps: int = 100
     grad_clip: float = 5.0
     ema: float | None = None          # e.g. 0.999: evaluate and keep an exponential moving average
@@ -46,7 +47,9 @@ class TrainConfig:
     checkpoint_every: float = 60.0    # seconds between resumable checkpoints
 
     def validate(self) -> None:
-        for name in ("lr", "batch_size"):
+        if self.batch_size is not None and not (isinstance(self.batch_size, int) and self.batch_size > 0):
+            raise ConfigError(f"batch_size must be a positive integer or None, got {self.batch_size!r}")
+        for name in ("lr", "eval_every"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("max_time", "max_epochs", "max_steps"):
@@ -186,11 +189,12 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
         gen.set_state(resume["generator"])
         if ema is not None and resume.get("ema") is not None:
             ema.module.load_state_dict(resume["ema"])
-    bs = min(cfg.batch_size, n)
+    bs = min(cfg.batch_size or min(256, max(32, n // 10)), n)
     steps_per_epoch = max(1, n // bs)   # drop the ragged last batch: stable loss scale
     progress = _Progress(verbose, cfg, steps_per_epoch)
     step_fn = getattr(module, "training_step", None)
     t_start, t_ckpt = time.monotonic() - state.elapsed, time.monotonic()
+    losses, last_eval, t_eval = [], state.step, time.monotonic()
 
     def out_of_budget() -> str:
         if cfg.max_steps and state.step >= cfg.max_steps:
@@ -212,7 +216,6 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
             if state.stopped:
                 break
             perm = torch.randperm(n, generator=gen)
-            losses, t_epoch = [], time.monotonic()
             for i in range(steps_per_epoch):
                 batch = transform(_take(train_data, perm[i * bs:(i + 1) * bs], torch.device("cpu")), gen)
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -240,6 +243,8 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
                 if out_of_budget():
                     break
             state.epoch += 1
+            if state.step - last_eval < cfg.eval_every and not out_of_budget():
+                continue
             train_loss = sum(losses) / len(losses)
             scored = ema.module if ema is not None else module
             val = evaluate_loss(scored, val_data, transform, seed + 1, 4 * bs, device) if val_data else train_loss
@@ -248,8 +253,9 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
             if val < state.best_val - 1e-4:
                 state.best_val, state.best_step = val, state.step
                 best = copy.deepcopy({k: v.detach().cpu() for k, v in scored.state_dict().items()})
-            rows_per_s = len(losses) * bs / max(time.monotonic() - t_epoch, 1e-9)
+            rows_per_s = len(losses) * bs / max(time.monotonic() - t_eval, 1e-9)
             progress.update(state, train_loss, val, rows_per_s)
+            losses, last_eval, t_eval = [], state.step, time.monotonic()
             if val_data and state.step - state.best_step >= cfg.patience_steps:
                 state.stopped = "early_stopping"
                 break

@@ -1,12 +1,15 @@
-"""GMM family: exact against scikit-learn, EM as good as scikit-learn's, BIC, normalisation, rebuild."""
+"""GMM family: exact against scikit-learn, EM as good as scikit-learn's, BIC, normalisation, rebuild,
+conditional sampling against the closed form."""
 from __future__ import annotations
 
 import itertools
 import json
+import math
 
 import numpy as np
 import pytest
 import torch
+from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture
 
 from genmodels.core import Spec
@@ -154,11 +157,164 @@ def test_bad_use_raises():
     with pytest.raises(DataError, match="n_components=2"):
         gmm.fit_closed_form({"x": data["x"][:1], "c": data["c"][:1]})
     gmm.fit_closed_form(data, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(ConfigError, match="conditional"):
-        gmm.sample(5, condition=data)
+    with pytest.raises(DataError, match="sampling 5 rows"):
+        gmm.sample(5, condition=data)        # a condition has one row per sample
     with pytest.raises(DataError, match="slot 0"):
         gmm.log_prob({"x": torch.randn(2, 2), "c": torch.tensor([[0], [3]])})
     with pytest.raises(DataError, match="expects x"):
         gmm.log_prob({"x": torch.randn(2, 3), "c": torch.tensor([[0], [1]])})
     with pytest.raises(ConfigError):
         GMM(Spec())
+
+
+# ---------------------------------------------------------------- conditional sampling
+# Three components over x (3 dims) and two discrete slots: slot 0 (3 values) has a known table per
+# component, slot 1 is a tag that equals the component (theta one-hot), so samples reveal k.
+PI = np.array([0.5, 0.3, 0.2])
+MU = np.array([[0.0, 0.0, 0.0], [1.5, 1.0, -1.0], [-1.0, 0.5, 2.0]])
+TRIL = np.array([[[1.0, 0, 0], [0.6, 0.8, 0], [-0.3, 0.4, 0.7]],
+                 [[0.7, 0, 0], [-0.4, 0.9, 0], [0.2, 0.5, 0.6]],
+                 [[1.2, 0, 0], [0.3, 0.5, 0], [0.6, -0.2, 0.9]]])
+SCALE = np.array([[1.0, 0.8, 0.7], [0.7, 0.9, 0.6], [1.2, 0.5, 0.9]])
+THETA = np.array([[0.6, 0.3, 0.1], [0.2, 0.3, 0.5], [0.1, 0.2, 0.7]])
+
+
+def known_gmm(covariance: str) -> tuple[GMM, np.ndarray]:
+    """A GMM with the parameters above set by hand, and its covariances (3, 3, 3)."""
+    gmm = GMM(Spec(n_continuous=3, cardinalities=(3, 3)), n_components=3, covariance=covariance)
+    with np.errstate(divide="ignore"):
+        log_theta = np.log(np.concatenate([THETA, np.eye(3)], 1))
+    state = {"log_weights": np.log(PI), "means": MU, "log_theta": log_theta, "fitted": True}
+    if covariance == "full":
+        state["scale_tril"], cov = TRIL, TRIL @ TRIL.transpose(0, 2, 1)
+    else:
+        state["scale"], cov = SCALE, np.stack([np.diag(s**2) for s in SCALE])
+    gmm.load_state_dict({k: torch.tensor(v, dtype=torch.float64 if k != "fitted" else torch.bool)
+                         for k, v in state.items()})
+    return gmm, cov
+
+
+def closed_form(cov: np.ndarray, A: list[int], xa: np.ndarray, c0: int | None):
+    """Posterior weights w_k and per-component conditional mean / covariance of the free x."""
+    B = [d for d in range(3) if d not in A]
+    log_w, means, covs = np.log(PI).copy(), [], []
+    for k in range(3):
+        Saa, Sba, Sbb = cov[k][np.ix_(A, A)], cov[k][np.ix_(B, A)], cov[k][np.ix_(B, B)]
+        if A:
+            log_w[k] += multivariate_normal(MU[k, A], Saa).logpdf(xa)
+            gain = Sba @ np.linalg.inv(Saa)
+            means.append(MU[k, B] + gain @ (xa - MU[k, A]))
+            covs.append(Sbb - gain @ Sba.T)
+        else:
+            means.append(MU[k, B])
+            covs.append(Sbb)
+        if c0 is not None:
+            log_w[k] += np.log(THETA[k, c0])
+    w = np.exp(log_w - log_w.max())
+    return w / w.sum(), means, covs, B
+
+
+def condition_batch(n: int, A: list[int], xa, c0: int | None) -> dict:
+    x = torch.full((n, 3), float("nan"))
+    x[:, A] = torch.tensor(xa, dtype=torch.float32)
+    c = torch.full((n, 2), -1, dtype=torch.long)
+    if c0 is not None:
+        c[:, 0] = c0
+    return {"x": x, "c": c}
+
+
+@pytest.mark.parametrize("covariance", ["full", "diag"])
+@pytest.mark.parametrize("A, xa, c0", [([1], [0.6], 2), ([0, 2], [0.2, 0.8], None), ([], [], 1)])
+def test_conditional_matches_closed_form(covariance, A, xa, c0):
+    gmm, cov = known_gmm(covariance)
+    n = 20000
+    cond = condition_batch(n, A, xa, c0)
+    s = gmm.sample(n, condition=cond, generator=torch.Generator().manual_seed(0))
+    # conditioned slots come back exactly as given
+    assert torch.equal(s["x"][:, A], cond["x"][:, A]) and s["x"].dtype == torch.float32
+    if c0 is not None:
+        assert (s["c"][:, 0] == c0).all()
+    w, means, covs, B = closed_form(cov, A, np.array(xa), c0)
+    comp = s["c"][:, 1].numpy()
+    np.testing.assert_allclose(np.bincount(comp, minlength=3) / n, w, atol=0.015)
+    x = s["x"].double().numpy()
+    for k in range(3):
+        xb = x[comp == k][:, B]
+        if len(xb) < 500:
+            continue
+        se = np.sqrt(np.diag(covs[k]) / len(xb))
+        np.testing.assert_array_less(np.abs(xb.mean(0) - means[k]), 5 * se)
+        # a sample covariance's entries have standard error <= max variance * sqrt(2 / n_k)
+        np.testing.assert_allclose(np.cov(xb.T).reshape(len(B), len(B)), covs[k],
+                                   atol=5 * np.sqrt(2 / len(xb)) * np.diag(covs[k]).max())
+    # the free discrete slot follows theta_k of the drawn component
+    if c0 is None:
+        for k in np.flatnonzero(np.bincount(comp, minlength=3) >= 1000):
+            freq = np.bincount(s["c"][comp == k, 0].numpy(), minlength=3) / (comp == k).sum()
+            np.testing.assert_allclose(freq, THETA[k], atol=0.05)
+
+
+def test_conditional_rows_with_different_patterns():
+    # rows need not share a pattern: each gets its own posterior
+    gmm, cov = known_gmm("full")
+    n = 12000
+    a, b = condition_batch(n // 2, [1], [0.6], 2), condition_batch(n // 2, [0, 2], [0.2, 0.8], None)
+    cond = {k: torch.cat([a[k], b[k]]) for k in a}
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    cond = {k: v[perm] for k, v in cond.items()}
+    s = gmm.sample(n, condition=cond, generator=torch.Generator().manual_seed(1))
+    given = ~torch.isnan(cond["x"])
+    assert torch.equal(s["x"][given], cond["x"][given])
+    assert torch.equal(s["c"][cond["c"] >= 0], cond["c"][cond["c"] >= 0])
+    first = (perm < n // 2).numpy()
+    for rows, args in ((first, ([1], np.array([0.6]), 2)), (~first, ([0, 2], np.array([0.2, 0.8]), None))):
+        w = closed_form(cov, *args)[0]
+        np.testing.assert_allclose(np.bincount(s["c"][rows, 1].numpy(), minlength=3) / rows.sum(), w, atol=0.025)
+
+
+def test_conditional_edge_cases_and_repeatability():
+    gmm, _ = known_gmm("full")
+    cond = condition_batch(50, [0, 1, 2], [0.1, 0.2, 0.3], 1)
+    cond["c"][:, 1] = 2
+    s = gmm.sample(50, condition=cond, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(s["x"], cond["x"]) and torch.equal(s["c"], cond["c"])   # nothing left to draw
+    cond = condition_batch(30, [2], [1.0], None)
+    a, b = (gmm.sample(30, condition=cond, generator=torch.Generator().manual_seed(3)) for _ in range(2))
+    c = gmm.sample(30, condition=cond, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a["x"], b["x"]) and torch.equal(a["c"], b["c"]) and not torch.equal(a["x"], c["x"])
+    assert gmm.sample(0, condition=condition_batch(0, [1], [0.0], None))["x"].shape == (0, 3)
+    # a fitted model conditions too, and the x-c dependence shows
+    spec, data = Spec(n_continuous=2, cardinalities=(2, 4)), mixed_data()
+    fitted = GMM(spec, n_components=2)
+    fitted.fit_closed_form(data, generator=torch.Generator().manual_seed(0))
+    for c0, centre in ((0, 0.0), (1, 3.0)):
+        cond = {"x": torch.full((2000, 2), float("nan")), "c": torch.tensor([[c0, -1]]).expand(2000, -1)}
+        s = fitted.sample(2000, condition=cond, generator=torch.Generator().manual_seed(5))
+        assert (s["c"][:, 0] == c0).all()
+        # c0 agrees with the cluster 80% of the time: E[x | c0] = 3 * P(z = 1 | c0)
+        assert s["x"].mean().item() == pytest.approx(3 * (0.8 if c0 else 0.2), abs=0.25)
+
+
+def test_conditional_bad_input_raises():
+    gmm, _ = known_gmm("full")
+    good = condition_batch(4, [1], [0.5], 1)
+    cases = [
+        ({"x": good["x"][:3], "c": good["c"][:3]}, "sampling 4 rows"),
+        ({"x": good["x"][:, :2], "c": good["c"]}, r"x \(4, 3\)"),
+        ({"x": good["x"]}, "c None"),
+        ({"x": good["x"].long(), "c": good["c"]}, "floating point"),
+        ({"x": good["x"], "c": good["c"].double()}, "integer category codes"),
+        ({"x": good["x"].index_fill(1, torch.tensor([0]), float("inf")), "c": good["c"]}, "infinite"),
+        ({"x": good["x"], "c": good["c"].index_fill(1, torch.tensor([1]), 3)}, "slot 1"),
+        ({"x": good["x"], "c": good["c"].index_fill(1, torch.tensor([0]), -2)}, "slot 0"),
+        ([good["x"], good["c"]], "batch dict"),
+    ]
+    for cond, match in cases:
+        with pytest.raises(DataError, match=match):
+            gmm.sample(4, condition=cond)
+    # a category no component can produce: the condition has probability zero
+    gmm.log_theta[:, 2] = -math.inf
+    with pytest.raises(DataError, match="probability zero"):
+        gmm.sample(4, condition=condition_batch(4, [], [], 2))
+    with pytest.raises(NotFittedError):
+        GMM(Spec(n_continuous=3, cardinalities=(3, 3)), n_components=3).sample(4, condition=good)

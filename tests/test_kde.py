@@ -1,4 +1,5 @@
-"""KDE family: exact against scikit-learn, normalised over categories, sensible bandwidth, rebuild."""
+"""KDE family: exact against scikit-learn, normalised over categories, sensible bandwidth, rebuild,
+conditional sampling against kernel weights computed by hand."""
 from __future__ import annotations
 
 import itertools
@@ -168,11 +169,110 @@ def test_bad_use_raises():
     with pytest.raises(NotFittedError):
         kde.sample(3)
     kde.fit_closed_form(data)
-    with pytest.raises(ConfigError, match="conditional"):
-        kde.sample(3, condition=data)
+    with pytest.raises(DataError, match="sampling 3 rows"):
+        kde.sample(3, condition=data)        # a condition has one row per sample
     with pytest.raises(DataError, match="slot 0"):
         kde.log_prob({"x": torch.randn(1, 1), "c": torch.tensor([[5]])})
     with pytest.raises(DataError, match="NaN"):
         kde.log_prob({"x": torch.tensor([[math.nan]]), "c": torch.tensor([[0]])})
     with pytest.raises(ConfigError, match="bandwidth"):
         KDE(spec, n_points=10)     # stored points without the bandwidth they were fitted with
+
+
+# ---------------------------------------------------------------- conditional sampling
+# Four stored rows; x1 = 0, 100, 200, 300 tells which row a sample was drawn around (h << 100).
+PX = [[0.0, 0.0], [0.5, 100.0], [1.5, 200.0], [-1.0, 300.0]]
+PC = [[0, 0], [1, 1], [1, 0], [2, 1]]       # slot 0: 3 values, slot 1: 2 values
+
+
+def tiny_kde(h: float = 0.6, s: float = 0.3) -> KDE:
+    kde = KDE(Spec(n_continuous=2, cardinalities=(3, 2)), bandwidth=h, category_smoothing=s)
+    kde.fit_closed_form({"x": torch.tensor(PX), "c": torch.tensor(PC)})
+    return kde
+
+
+def kernel_weights(h: float, s: float, x0: float | None, c0: int | None) -> np.ndarray:
+    """w_i ∝ N(x0; x_i0, h^2) L(c0, c_i0), by hand."""
+    lam = s * 2 / 3
+    w = np.ones(4)
+    for i, ((xi, _), (ci, _)) in enumerate(zip(PX, PC)):
+        if x0 is not None:
+            w[i] *= math.exp(-(x0 - xi) ** 2 / (2 * h * h))
+        if c0 is not None:
+            w[i] *= (1 - lam) if ci == c0 else lam / 2
+    return w / w.sum()
+
+
+def given(n: int, x0: float | None, c0: int | None) -> dict:
+    x = torch.full((n, 2), math.nan)
+    c = torch.full((n, 2), -1, dtype=torch.long)
+    if x0 is not None:
+        x[:, 0] = x0
+    if c0 is not None:
+        c[:, 0] = c0
+    return {"x": x, "c": c}
+
+
+def drawn_row(s: dict) -> np.ndarray:
+    return torch.round(s["x"][:, 1] / 100).long().numpy()
+
+
+@pytest.mark.parametrize("h, sm, x0, c0", [(0.6, 0.3, 0.4, 1), (0.6, 0.3, None, 0), (0.8, 0.0, 0.2, 1),
+                                          (0.5, 1.0, -0.5, 2), (0.6, 0.3, 0.9, None)])
+def test_conditional_frequencies_match_kernel_weights(h, sm, x0, c0):
+    kde, n = tiny_kde(h, sm), 20000
+    cond = given(n, x0, c0)
+    s = kde.sample(n, condition=cond, generator=torch.Generator().manual_seed(0))
+    if x0 is not None:
+        assert torch.equal(s["x"][:, 0], cond["x"][:, 0])       # conditioned slots exactly as given
+    if c0 is not None:
+        assert (s["c"][:, 0] == c0).all()
+    row = drawn_row(s)
+    np.testing.assert_allclose(np.bincount(row, minlength=4) / n, kernel_weights(h, sm, x0, c0), atol=0.015)
+    # the free slots come from the kernel around the drawn row
+    assert np.std(s["x"][:, 1].double().numpy() - 100 * row) == pytest.approx(h, rel=0.05)
+    keep = (s["c"][:, 1].numpy() == np.array(PC)[row, 1]).mean()
+    assert keep == pytest.approx(1 - sm / 2, abs=0.015)
+    if x0 is None:
+        assert np.std(s["x"][:, 0].double().numpy() - np.array(PX)[row, 0]) == pytest.approx(h, rel=0.05)
+
+
+def test_conditional_per_row_values_and_blocks(monkeypatch):
+    # every row its own condition; tiny blocks of (condition rows x stored rows) give the same draws
+    kde, n = tiny_kde(), 6000
+    x0 = torch.tensor([0.4, -0.8, 1.2]).repeat(n // 3)
+    c0 = torch.tensor([1, -1, 0]).repeat(n // 3)
+    cond = {"x": torch.stack([x0, torch.full((n,), math.nan)], 1),
+            "c": torch.stack([c0, torch.full((n,), -1)], 1)}
+    s = kde.sample(n, condition=cond, generator=torch.Generator().manual_seed(1))
+    row = drawn_row(s)
+    for i, (a, b) in enumerate([(0.4, 1), (-0.8, None), (1.2, 0)]):
+        freq = np.bincount(row[i::3], minlength=4) / (n // 3)
+        np.testing.assert_allclose(freq, kernel_weights(0.6, 0.3, a, b), atol=0.03)
+    many = {"x": cond["x"] + torch.linspace(0, 0.1, n)[:, None], "c": cond["c"]}   # n distinct rows
+    whole = kde.sample(n, condition=many, generator=torch.Generator().manual_seed(2))
+    monkeypatch.setattr(kde_module, "_MAX_ENTRIES", 8)                           # 2 condition rows a block
+    blocked = kde.sample(n, condition=many, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(whole["x"], blocked["x"]) and torch.equal(whole["c"], blocked["c"])
+
+
+def test_conditional_edge_cases_and_errors():
+    kde = tiny_kde()
+    cond = {"x": torch.tensor([[0.3, 150.0]]).expand(5, -1), "c": torch.tensor([[2, 1]]).expand(5, -1)}
+    s = kde.sample(5, condition=cond, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(s["x"], cond["x"]) and torch.equal(s["c"], cond["c"])     # nothing left to draw
+    a, b = (kde.sample(40, condition=given(40, 0.1, None), generator=torch.Generator().manual_seed(3))
+            for _ in range(2))
+    assert torch.equal(a["x"], b["x"]) and torch.equal(a["c"], b["c"])
+    assert kde.sample(0, condition=given(0, 0.1, 1))["x"].shape == (0, 2)
+    # a far-away x is fine (weights are normalised in log space); an unmatched category at s = 0 is not
+    far = kde.sample(2000, condition=given(2000, 40.0, None), generator=torch.Generator().manual_seed(0))
+    assert (drawn_row(far) == 2).all()                                           # the nearest row, x = 1.5
+    exact = KDE(Spec(n_continuous=2, cardinalities=(4, 2)), bandwidth=0.6, category_smoothing=0.0)
+    exact.fit_closed_form({"x": torch.tensor(PX), "c": torch.tensor(PC)})
+    with pytest.raises(DataError, match="density zero"):
+        exact.sample(3, condition={"x": torch.full((3, 2), math.nan), "c": torch.tensor([[3, -1]]).expand(3, -1)})
+    for bad, match in [({"x": torch.zeros(3, 2)}, "c None"), ({"x": torch.zeros(2, 2), "c": torch.zeros(2, 2).long()},
+                       "sampling 3 rows"), ({"x": torch.zeros(3, 2), "c": torch.tensor([[0, 2]]).expand(3, -1)}, "slot 1")]:
+        with pytest.raises(DataError, match=match):
+            kde.sample(3, condition=bad)

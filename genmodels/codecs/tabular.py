@@ -357,6 +357,7 @@ class TabularCodec:
         ci = {(col.name, role): k for k, (col, role) in enumerate(self.discrete_)}
         for name, value in condition.items():
             col = by_name[name]
+            value = condition[name] = self._from_text(value, col) if isinstance(value, str) else value
             one = pd.Series([value], name=name, dtype=object)
             missing = value is None or (isinstance(value, float) and math.isnan(value))
             if col.kind == "constant":
@@ -378,6 +379,21 @@ class TabularCodec:
             else:
                 c[0, ci[(name, "value")]] = int(self._category_codes(one, col)[0][0])
         return {"x": x, "c": c}
+
+    @staticmethod
+    def _from_text(value: str, col: Column) -> Any:
+        """A condition typed as text (the CLI's) in the column's own type: "40" -> 40.0, "true" -> True."""
+        if col.kind in ("continuous", "integer"):
+            try:
+                return float(value)
+            except ValueError:
+                raise DataError(f"condition {col.name}={value!r}: the column is numeric; give a number") from None
+        if col.kind == "boolean" and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if col.kind in ("categorical", "constant") and value not in col.categories and value not in col.other:
+            same = [v for v in col.categories + col.other_values if str(v) == value]
+            return same[0] if same else value
+        return value
 
     def apply_condition(self, out: pd.DataFrame | np.ndarray, condition: dict[str, Any]) -> pd.DataFrame | np.ndarray:
         """Write the conditioned values into decoded rows exactly (undoing float rounding, folded draws)."""
@@ -454,7 +470,7 @@ class TabularCodec:
             if col.kind == "constant":
                 out[col.name] = self._restore(pd.Series([col.categories[0]] * n, dtype=object), col)
         df = pd.DataFrame({c.name: out[c.name] for c in self.columns_})
-        return df.to_numpy() if self.input_ == "ndarray" else df
+        return df.to_numpy(copy=True) if self.input_ == "ndarray" else df   # writable, unlike a CoW view
 
     def _restore_numeric(self, v: np.ndarray, miss: np.ndarray, col: Column) -> pd.Series:
         if col.kind == "datetime":

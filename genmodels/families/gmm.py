@@ -8,6 +8,11 @@ is chosen by BIC when not given. A Dirichlet pseudo-count (``category_prior``) o
 keeps categories that a component never saw at a small, non-zero probability, so held-out rows get
 a finite log-likelihood.
 
+Conditional sampling is exact: given some real-valued slots x_A and some discrete slots c_C, the
+posterior over components is w_k ∝ pi_k N(x_A; mu_kA, Sigma_kAA) prod_{j in C} theta_kj(c_j), and
+within component k the free x are Gaussian (the usual Schur-complement conditional) and the free c
+are independent draws from theta_k.
+
 References:
     Dempster, Laird & Rubin (1977), Maximum likelihood from incomplete data via the EM algorithm.
     Arthur & Vassilvitskii (2007), k-means++: the advantages of careful seeding.
@@ -54,6 +59,7 @@ class GMM(GenerativeModule):
 
     likelihood = "exact"
     closed_form = True
+    conditional = True
     modalities = ("tabular",)
 
     def __init__(self, spec: Spec, n_components: int | None = None, max_components: int = 10,
@@ -240,12 +246,16 @@ class GMM(GenerativeModule):
     @torch.no_grad()
     def sample(self, n: int, *, condition: Batch | None = None,
                generator: torch.Generator | None = None) -> Batch:
-        """Draw a component, then x from its Gaussian and each c_j from its categorical."""
-        if condition is not None:
-            raise ConfigError("conditional sampling is not supported by the GMM family")
+        """Draw a component, then x from its Gaussian and each c_j from its categorical.
+
+        With ``condition`` (n rows; x NaN and c -1 in the free slots), draw from the exact conditional
+        given the other slots, which are returned as given (see ``_sample_given``).
+        """
         check_int("n", n, 0)
         if not bool(self.fitted):
             raise NotFittedError("GMM.sample called before fit_closed_form")
+        if condition is not None:
+            return self._sample_given(n, condition, generator)
         dev, D, K = self.device, self.spec.n_continuous, len(self.spec.cardinalities)
         gdev = generator.device if generator is not None else dev
         if n == 0:
@@ -261,15 +271,117 @@ class GMM(GenerativeModule):
                 x[m] += eps[m] @ self.scale_tril[j].T
             else:
                 x[m] += eps[m] * self.scale[j]
-        c = torch.zeros(n, K, dtype=torch.long, device=dev)
+        return {"x": x.float(), "c": self._draw_categories(z, u)}
+
+    def _draw_categories(self, z: Tensor, u: Tensor) -> Tensor:
+        """c_j ~ theta_{z j} for every row and slot by inverse CDF of the uniforms u (n, K): (n, K)."""
+        c = torch.zeros(u.shape, dtype=torch.long, device=u.device)
         for j, (o, card) in enumerate(zip(self.offsets.tolist(), self.spec.cardinalities)):
             cdf = self.log_theta[z, o:o + card].exp().cumsum(1)                       # (n, card)
             # inverse CDF; the clamp guards against a cdf that ends a rounding error below 1
             c[:, j] = (u[:, j:j + 1] > cdf).sum(1).clamp_max(card - 1)
+        return c
+
+    def _cholesky(self, j: int, perm: Tensor) -> Tensor:
+        """Cholesky factor of component j's covariance with the x slots reordered by ``perm``: (D, D)."""
+        if self.config["covariance"] == "diag":
+            return torch.diag(self.scale[j, perm])
+        L = self.scale_tril[j]
+        return torch.linalg.cholesky((L @ L.T)[perm][:, perm])
+
+    def _sample_given(self, n: int, condition: Batch, generator: torch.Generator | None) -> Batch:
+        """Exact draws from p(free slots | conditioned slots), one row of ``condition`` per draw.
+
+        With the x slots ordered (given A, free B), the Cholesky factor of Sigma_k is
+        [[L_AA, 0], [L_BA, L_BB]], so z = L_AA^-1 (x_A - mu_kA) gives log N(x_A; mu_kA, Sigma_kAA)
+        (-|z|^2 / 2 - log|L_AA| - a/2 log 2 pi), the conditional mean is mu_kB + L_BA z
+        (= mu_kB + Sigma_BA Sigma_AA^-1 (x_A - mu_kA)), and L_BB is the Cholesky factor of the
+        conditional covariance Sigma_BB - Sigma_BA Sigma_AA^-1 Sigma_AB. Rows are grouped by which
+        x slots they give (one group when one condition is repeated), one factorisation per group
+        and component.
+        """
+        dev, D, K, k = self.device, self.spec.n_continuous, len(self.spec.cardinalities), self.log_weights.shape[0]
+        xg, cg, given_x, given_c = _unpack_condition(self.spec, condition, n, dev)
+        gdev = generator.device if generator is not None else dev
+        f64 = {"generator": generator, "device": gdev, "dtype": torch.float64}
+        # every random number up front, so the stream depends on n alone
+        u_z = torch.rand(n, **f64).to(dev)                                           # (n,)
+        eps = torch.randn(n, D, **f64).to(dev)                                        # (n, D)
+        u = torch.rand(n, K, **f64).to(dev)                                           # (n, K)
+        log_w = self.log_weights.expand(n, k).clone()                                 # (n, k)
+        if K:
+            lt = self.log_theta[:, cg + self.offsets]                                 # (k, n, K)
+            log_w += torch.where(given_c, lt, 0.0).sum(-1).T
+        groups = []
+        patterns, inverse = torch.unique(given_x, dim=0, return_inverse=True) if D and n else (given_x[:0], None)
+        for g, pattern in enumerate(patterns):
+            rows = (inverse == g).nonzero().squeeze(1)                                # (m,)
+            A, B = pattern.nonzero().squeeze(1), (~pattern).nonzero().squeeze(1)
+            a = A.numel()
+            factors = []
+            for j in range(k):
+                L = self._cholesky(j, torch.cat([A, B]))                              # (D, D)
+                diff = xg[rows][:, A] - self.means[j, A]                              # (m, a)
+                z = torch.linalg.solve_triangular(L[:a, :a], diff.T, upper=False) if a else diff.T  # (a, m)
+                log_w[rows, j] += -0.5 * (z * z).sum(0) - L[:a, :a].diagonal().log().sum() \
+                    - 0.5 * a * math.log(2 * math.pi)
+                factors.append((z, L[a:, :a], L[a:, a:]))
+            groups.append((rows, B, factors))
+        log_norm = torch.logsumexp(log_w, 1)                                          # (n,)
+        if not torch.isfinite(log_norm).all():
+            raise DataError("the condition has probability zero under this GMM (no component gives it any "
+                            "mass); condition on values seen in training, or refit with category_prior > 0")
+        cdf = (log_w - log_norm[:, None]).exp().cumsum(1)                             # (n, k)
+        cdf = cdf / cdf[:, -1:]                        # ends at exactly 1, so u < 1 never runs off the end
+        comp = (u_z[:, None] >= cdf).sum(1).clamp_max(k - 1)                          # (n,) posterior draw
+        x = xg.clone()                                                                # (n, D)
+        for rows, B, factors in groups:
+            if B.numel() == 0:
+                continue
+            for j, (z, L_BA, L_BB) in enumerate(factors):
+                m = comp[rows] == j
+                r = rows[m]
+                mean = self.means[j, B] + (L_BA @ z[:, m]).T                          # (r, b)
+                x[r[:, None], B] = mean + eps[r][:, B] @ L_BB.T
+        c = torch.where(given_c, cg, self._draw_categories(comp, u)) if K else cg
         return {"x": x.float(), "c": c}
 
 
 # -------------------------------------------------------------------- helpers
+# (kde.py has the same _unpack_condition: families import core.py and nets/ only)
+def _unpack_condition(spec: Spec, condition: Batch, n: int,
+                     device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A condition batch checked against the spec and n: x (n, D) float64 and c (n, K) with the free
+    slots (NaN / -1) set to 0, and the masks of the conditioned slots (n, D) and (n, K)."""
+    D, cards = spec.n_continuous, spec.cardinalities
+    if not isinstance(condition, dict):
+        raise DataError(f'a condition is a batch dict with "x" and "c" (NaN / -1 in free slots), '
+                        f"not a {type(condition).__name__}")
+    x, c = condition.get("x"), condition.get("c")
+    x = torch.zeros(n, 0) if x is None and D == 0 else x
+    c = torch.zeros(n, 0, dtype=torch.long) if c is None and not cards else c
+    if not isinstance(x, Tensor) or not isinstance(c, Tensor) or tuple(x.shape) != (n, D) \
+            or tuple(c.shape) != (n, len(cards)):
+        xs, cs = (tuple(t.shape) if isinstance(t, Tensor) else t for t in (x, c))
+        raise DataError(f"the condition has x {xs} and c {cs}; sampling {n} rows needs x ({n}, {D}) "
+                        f"and c ({n}, {len(cards)}), with NaN / -1 in the free slots")
+    if not x.is_floating_point():
+        raise DataError(f'condition["x"] must be floating point (NaN marks a free slot), got dtype {x.dtype}')
+    if c.is_floating_point() or c.is_complex() or c.dtype == torch.bool:
+        raise DataError(f'condition["c"] must hold integer category codes (-1 marks a free slot), got dtype {c.dtype}')
+    x, c = x.to(device=device, dtype=torch.float64), c.to(device=device, dtype=torch.long)
+    given_x, given_c = ~torch.isnan(x), c != -1
+    if torch.isinf(x).any():
+        raise DataError('condition["x"] holds infinite values; give finite values, or NaN for a free slot')
+    if cards:
+        bad = given_c & ((c < 0) | (c >= torch.tensor(cards, device=device)))                # (n, K)
+        if bad.any():
+            j = int(bad.any(0).nonzero()[0])
+            raise DataError(f"condition: discrete slot {j} has a code outside [0, {cards[j]}) "
+                            "(-1 marks a free slot): a category never seen in training?")
+    return torch.where(given_x, x, 0.0), torch.where(given_c, c, 0), given_x, given_c
+
+
 def _kmeans(F: Tensor, k: int, generator: torch.Generator | None, n_iter: int = 20) -> Tensor:
     """k-means++ seeding then a few Lloyd steps on features F (N, F); returns labels (N,)."""
     N, gdev = F.shape[0], (generator.device if generator is not None else F.device)

@@ -9,6 +9,10 @@ s = 0 counts exact matches only and s = 1 makes the slot uniform (each L_j sums 
 of cardinality 1 has L = 1). Unset h and s are chosen by held-out log-likelihood: on the validation
 batch when one is given, else by 5-fold cross-validation on the training rows.
 
+Conditional sampling is exact: the product kernel factorises over slots, so given x_A and c_C the
+estimate is the same mixture over stored rows reweighted by w_i ∝ N(x_A; x_iA, h^2 I)
+prod_{j in C} L_j(c_j, c_ij); a row is drawn by those weights and the free slots from its kernel.
+
 References:
     Parzen (1962), On estimation of a probability density function and mode.
     Aitchison & Aitken (1976), Multivariate binary discrimination by the kernel method.
@@ -59,6 +63,7 @@ class KDE(GenerativeModule):
 
     likelihood = "exact"
     closed_form = True
+    conditional = True
     modalities = ("tabular",)
 
     def __init__(self, spec: Spec, bandwidth: float | None = None, category_smoothing: float | None = None,
@@ -243,15 +248,29 @@ class KDE(GenerativeModule):
     @torch.no_grad()
     def sample(self, n: int, *, condition: Batch | None = None,
                generator: torch.Generator | None = None) -> Batch:
-        """Pick a stored row, add h * N(0, I) to x, and move each c_j per its kernel."""
-        if condition is not None:
-            raise ConfigError("conditional sampling is not supported by the KDE family")
+        """Pick a stored row, add h * N(0, I) to x, and move each c_j per its kernel.
+
+        With ``condition`` (n rows; x NaN and c -1 in the free slots), pick the stored row by its
+        kernel weight on the conditioned slots instead, and return those slots as given.
+        """
         check_int("n", n, 0)
         if self.config["n_points"] == 0:
             raise NotFittedError("KDE.sample called before fit_closed_form")
-        dev, D, K = self.device, self.spec.n_continuous, len(self.spec.cardinalities)
+        dev = self.device
         gdev = generator.device if generator is not None else dev
-        idx = torch.randint(self.config["n_points"], (n,), generator=generator, device=gdev).to(dev)  # (n,)
+        if condition is None:
+            idx = torch.randint(self.config["n_points"], (n,), generator=generator, device=gdev).to(dev)  # (n,)
+            x, c = self._around(idx, generator)
+            return {"x": x.float(), "c": c}
+        xg, cg, given_x, given_c = _unpack_condition(self.spec, condition, n, dev)
+        u_pick = torch.rand(n, generator=generator, device=gdev, dtype=torch.float64).to(dev)   # (n,)
+        x, c = self._around(self._pick(xg, cg, given_x, given_c, u_pick), generator)
+        return {"x": torch.where(given_x, xg, x).float(), "c": torch.where(given_c, cg, c)}
+
+    def _around(self, idx: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """A draw from the kernel around each stored row ``idx`` (n,): x (n, D) float64, c (n, K)."""
+        dev, D, K, n = self.device, self.spec.n_continuous, len(self.spec.cardinalities), idx.shape[0]
+        gdev = generator.device if generator is not None else dev
         noise = torch.randn(n, D, generator=generator, device=gdev, dtype=torch.float64).to(dev)
         u = torch.rand(n, K, generator=generator, device=gdev, dtype=torch.float64).to(dev)
         r = torch.rand(n, K, generator=generator, device=gdev, dtype=torch.float64).to(dev)
@@ -264,4 +283,88 @@ class KDE(GenerativeModule):
             other = (r * (self.cards - 1)).long().clamp_max((self.cards - 2).clamp_min(0))  # (n, K)
             other = other + (other >= c).long()
             c = torch.where(u < lam, other, c)
-        return {"x": x.float(), "c": c}
+        return x, c
+
+    def _pick(self, xg: Tensor, cg: Tensor, given_x: Tensor, given_c: Tensor, u: Tensor) -> Tensor:
+        """Stored row of each condition row, drawn by its kernel weight on the given slots: (n,).
+
+        log w_i = -|x_A - x_iA|^2 / 2h^2 + sum_{j in C} log L_j(c_j, c_ij), up to a constant per
+        condition row, as a bilinear form (see ``_log_density``). Equal condition rows are weighed
+        once (a repeated condition is one row of weights); blocks of at most _MAX_ENTRIES weights.
+        The uniforms u (n,) pick by inverse CDF: the CDFs of a block, each shifted by its row number
+        and ending at exactly row + 1, form one sorted sequence for a single searchsorted.
+        """
+        N, D = self.points_x.shape
+        h, s = self.config["bandwidth"] or 1.0, self.config["category_smoothing"] or 0.0
+        key = torch.cat([xg, given_x.double(), cg.double(), given_c.double()], 1)     # (n, 2D + 2K)
+        uniq, inverse = torch.unique(key, dim=0, return_inverse=True)                 # (U, 2D + 2K), (n,)
+        xq, gx = uniq[:, :D], uniq[:, D:2 * D]                                         # (U, D)
+        cq, gc = uniq[:, 2 * D:].chunk(2, 1) if self.spec.cardinalities else (uniq[:, :0], uniq[:, :0])
+        multi = [j for j, card in enumerate(self.spec.cardinalities) if card > 1]      # slots with L != 1
+        cards = torch.tensor([self.spec.cardinalities[j] for j in multi], dtype=torch.long, device=xg.device)
+        col_mask = torch.repeat_interleave(gc[:, multi], cards, dim=1)                # (U, S) given slots' columns
+        zq, zp = self._one_hot(cq.long()) * col_mask, self._one_hot(self.points_c)    # (U, S), (N, S)
+        if s > 0:
+            lam = s * (cards - 1).double() / cards
+            w = torch.log1p(-lam) - torch.log(lam / (cards - 1))                       # (|multi|,) match bonus
+            zq = zq * torch.repeat_interleave(w, cards)
+        aq = torch.cat([xq * gx / (h * h), zq], 1)                                     # (U, D + S)
+        ap = torch.cat([self.points_x, zp], 1)                                         # (N, D + S)
+        sq = -0.5 * gx @ (self.points_x * self.points_x).T / (h * h) if D else None   # (U, N) given dims only
+        need = gc[:, multi].sum(1)                                                     # (U,) given slots to match
+        idx = torch.empty(u.shape[0], dtype=torch.long, device=u.device)
+        qb = max(1, min(1024, _MAX_ENTRIES // max(N, 1)))   # row offsets stay small: exact in float64
+        for q0 in range(0, uniq.shape[0], qb):
+            logw = aq[q0:q0 + qb] @ ap.T                                               # (q, N)
+            if sq is not None:
+                logw += sq[q0:q0 + qb]
+            if s == 0 and multi:   # lambda = 0: a mismatch on a given slot has weight 0
+                matches = (zq[q0:q0 + qb] > 0).double() @ zp.T
+                logw.masked_fill_(matches < need[q0:q0 + qb, None] - 0.5, -math.inf)
+            top = logw.max(1, keepdim=True).values                                     # (q, 1)
+            if not torch.isfinite(top).all():
+                raise DataError("the condition has density zero under this KDE (no stored row matches the "
+                                "conditioned categories and category_smoothing is 0); condition on values "
+                                "seen in training, or refit with category_smoothing > 0")
+            cdf = (logw - top).exp().cumsum(1)                                         # (q, N)
+            q = cdf.shape[0]
+            flat = (cdf / cdf[:, -1:] + torch.arange(q, device=cdf.device, dtype=cdf.dtype)[:, None]).flatten()
+            rows = ((inverse >= q0) & (inverse < q0 + q)).nonzero().squeeze(1)
+            local = inverse[rows] - q0
+            pos = torch.searchsorted(flat, local + u[rows], right=True) - local * N
+            idx[rows] = pos.clamp(0, N - 1)
+        return idx
+
+
+# (gmm.py has the same _unpack_condition: families import core.py and nets/ only)
+def _unpack_condition(spec: Spec, condition: Batch, n: int,
+                     device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A condition batch checked against the spec and n: x (n, D) float64 and c (n, K) with the free
+    slots (NaN / -1) set to 0, and the masks of the conditioned slots (n, D) and (n, K)."""
+    D, cards = spec.n_continuous, spec.cardinalities
+    if not isinstance(condition, dict):
+        raise DataError(f'a condition is a batch dict with "x" and "c" (NaN / -1 in free slots), '
+                        f"not a {type(condition).__name__}")
+    x, c = condition.get("x"), condition.get("c")
+    x = torch.zeros(n, 0) if x is None and D == 0 else x
+    c = torch.zeros(n, 0, dtype=torch.long) if c is None and not cards else c
+    if not isinstance(x, Tensor) or not isinstance(c, Tensor) or tuple(x.shape) != (n, D) \
+            or tuple(c.shape) != (n, len(cards)):
+        xs, cs = (tuple(t.shape) if isinstance(t, Tensor) else t for t in (x, c))
+        raise DataError(f"the condition has x {xs} and c {cs}; sampling {n} rows needs x ({n}, {D}) "
+                        f"and c ({n}, {len(cards)}), with NaN / -1 in the free slots")
+    if not x.is_floating_point():
+        raise DataError(f'condition["x"] must be floating point (NaN marks a free slot), got dtype {x.dtype}')
+    if c.is_floating_point() or c.is_complex() or c.dtype == torch.bool:
+        raise DataError(f'condition["c"] must hold integer category codes (-1 marks a free slot), got dtype {c.dtype}')
+    x, c = x.to(device=device, dtype=torch.float64), c.to(device=device, dtype=torch.long)
+    given_x, given_c = ~torch.isnan(x), c != -1
+    if torch.isinf(x).any():
+        raise DataError('condition["x"] holds infinite values; give finite values, or NaN for a free slot')
+    if cards:
+        bad = given_c & ((c < 0) | (c >= torch.tensor(cards, device=device)))                # (n, K)
+        if bad.any():
+            j = int(bad.any(0).nonzero()[0])
+            raise DataError(f"condition: discrete slot {j} has a code outside [0, {cards[j]}) "
+                            "(-1 marks a free slot): a category never seen in training?")
+    return torch.where(given_x, x, 0.0), torch.where(given_c, c, 0), given_x, given_c
