@@ -180,3 +180,38 @@ def unpack(spec: Spec, batch: Batch, *, dtype: torch.dtype | None = None,
             j = int(bad.any(0).nonzero()[0])
             raise DataError(f"discrete slot {j} has a code outside [0, {cards[j]}): a category never seen in training?")
     return x, c
+
+
+def unpack_condition(spec: Spec, condition: Batch | None, n: int, *, dtype: torch.dtype | None = None,
+                     device: torch.device | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A condition batch (NaN / -1 in free slots) checked against the spec and n.
+
+    Returns x (n, D) and c (n, K) with the free slots set to 0, and the masks of the conditioned
+    slots, given_x (n, D) and given_c (n, K). ``condition=None`` gives zeros and all-False masks.
+    """
+    D, K = spec.n_continuous, len(spec.cardinalities)
+    if condition is None:
+        x = torch.zeros(n, D, dtype=dtype or torch.float32, device=device)
+        c = torch.zeros(n, K, dtype=torch.long, device=device)
+        return x, c, torch.zeros_like(x, dtype=torch.bool), torch.zeros_like(c, dtype=torch.bool)
+    if not isinstance(condition, dict):
+        raise DataError(f'a condition is a batch dict with "x" and "c" (NaN / -1 in free slots), '
+                        f"not a {type(condition).__name__}")
+    xr, cr = condition.get("x"), condition.get("c")
+    if xr is not None and not xr.is_floating_point():
+        raise DataError(f'condition["x"] must be floating point (NaN marks a free slot), got dtype {xr.dtype}')
+    if xr is not None and torch.isinf(xr).any():
+        raise DataError('condition["x"] holds infinite values; give finite values, or NaN for a free slot')
+    filled = {}
+    if xr is not None:
+        filled["x"] = torch.nan_to_num(xr, nan=0.0)
+    if cr is not None:
+        if cr.is_floating_point() or cr.dtype == torch.bool:
+            raise DataError(f'condition["c"] must hold integer category codes (-1 marks a free slot), got dtype {cr.dtype}')
+        filled["c"] = torch.where(cr == -1, torch.zeros_like(cr), cr)
+    x, c = unpack(spec, filled, dtype=dtype, device=device)             # shapes, codes in range
+    if x.shape[0] != n:
+        raise DataError(f"the condition has {x.shape[0]} rows; sample({n}, condition=...) needs {n}")
+    given_x = ~torch.isnan(xr).to(x.device) if xr is not None else torch.zeros_like(x, dtype=torch.bool)
+    given_c = (cr != -1).to(c.device) if cr is not None else torch.zeros_like(c, dtype=torch.bool)
+    return x, c, given_x, given_c

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import checkpoint, registry
-from .core import Spec
+from .core import Batch, Spec
 from .errors import CheckpointError, ConfigError, DataError, NoLikelihoodError, NotFittedError
 from .train import TrainConfig, train
 

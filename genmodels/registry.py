@@ -11,6 +11,9 @@ FAMILIES: dict[str, str] = {
     "kde": "genmodels.families.kde:KDE",
     "flow": "genmodels.families.flow:Flow",
     "vae": "genmodels.families.vae:VAE",
+    "autoregressive": "genmodels.families.autoregressive:Autoregressive",
+    "diffusion": "genmodels.families.diffusion:Diffusion",
+    "gan": "genmodels.families.gan:GAN",
 }
 
 # modality -> "module:Class"

@@ -157,7 +157,7 @@ def test_bad_use_raises():
     with pytest.raises(DataError, match="n_components=2"):
         gmm.fit_closed_form({"x": data["x"][:1], "c": data["c"][:1]})
     gmm.fit_closed_form(data, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(DataError, match="sampling 5 rows"):
+    with pytest.raises(DataError, match=r"sample\(5, condition"):
         gmm.sample(5, condition=data)        # a condition has one row per sample
     with pytest.raises(DataError, match="slot 0"):
         gmm.log_prob({"x": torch.randn(2, 2), "c": torch.tensor([[0], [3]])})
@@ -299,8 +299,8 @@ def test_conditional_bad_input_raises():
     gmm, _ = known_gmm("full")
     good = condition_batch(4, [1], [0.5], 1)
     cases = [
-        ({"x": good["x"][:3], "c": good["c"][:3]}, "sampling 4 rows"),
-        ({"x": good["x"][:, :2], "c": good["c"]}, r"x \(4, 3\)"),
+        ({"x": good["x"][:3], "c": good["c"][:3]}, r"sample\(4, condition"),
+        ({"x": good["x"][:, :2], "c": good["c"]}, r"expects x \(B, 3\)"),
         ({"x": good["x"]}, "c None"),
         ({"x": good["x"].long(), "c": good["c"]}, "floating point"),
         ({"x": good["x"], "c": good["c"].double()}, "integer category codes"),

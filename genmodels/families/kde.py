@@ -34,7 +34,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..core import Batch, GenerativeModule, Spec, check_float, check_int, check_spec, unpack
+from ..core import Batch, GenerativeModule, Spec, check_float, check_int, check_spec, unpack, unpack_condition
 from ..errors import ConfigError, DataError, NotFittedError
 
 _MAX_ENTRIES = 1 << 20           # (queries x centres) per block: 8 MB, cache-friendly and bounded
@@ -262,7 +262,7 @@ class KDE(GenerativeModule):
             idx = torch.randint(self.config["n_points"], (n,), generator=generator, device=gdev).to(dev)  # (n,)
             x, c = self._around(idx, generator)
             return {"x": x.float(), "c": c}
-        xg, cg, given_x, given_c = _unpack_condition(self.spec, condition, n, dev)
+        xg, cg, given_x, given_c = unpack_condition(self.spec, condition, n, dtype=torch.float64, device=dev)
         u_pick = torch.rand(n, generator=generator, device=gdev, dtype=torch.float64).to(dev)   # (n,)
         x, c = self._around(self._pick(xg, cg, given_x, given_c, u_pick), generator)
         return {"x": torch.where(given_x, xg, x).float(), "c": torch.where(given_c, cg, c)}
@@ -335,36 +335,3 @@ class KDE(GenerativeModule):
             idx[rows] = pos.clamp(0, N - 1)
         return idx
 
-
-# (gmm.py has the same _unpack_condition: families import core.py and nets/ only)
-def _unpack_condition(spec: Spec, condition: Batch, n: int,
-                     device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """A condition batch checked against the spec and n: x (n, D) float64 and c (n, K) with the free
-    slots (NaN / -1) set to 0, and the masks of the conditioned slots (n, D) and (n, K)."""
-    D, cards = spec.n_continuous, spec.cardinalities
-    if not isinstance(condition, dict):
-        raise DataError(f'a condition is a batch dict with "x" and "c" (NaN / -1 in free slots), '
-                        f"not a {type(condition).__name__}")
-    x, c = condition.get("x"), condition.get("c")
-    x = torch.zeros(n, 0) if x is None and D == 0 else x
-    c = torch.zeros(n, 0, dtype=torch.long) if c is None and not cards else c
-    if not isinstance(x, Tensor) or not isinstance(c, Tensor) or tuple(x.shape) != (n, D) \
-            or tuple(c.shape) != (n, len(cards)):
-        xs, cs = (tuple(t.shape) if isinstance(t, Tensor) else t for t in (x, c))
-        raise DataError(f"the condition has x {xs} and c {cs}; sampling {n} rows needs x ({n}, {D}) "
-                        f"and c ({n}, {len(cards)}), with NaN / -1 in the free slots")
-    if not x.is_floating_point():
-        raise DataError(f'condition["x"] must be floating point (NaN marks a free slot), got dtype {x.dtype}')
-    if c.is_floating_point() or c.is_complex() or c.dtype == torch.bool:
-        raise DataError(f'condition["c"] must hold integer category codes (-1 marks a free slot), got dtype {c.dtype}')
-    x, c = x.to(device=device, dtype=torch.float64), c.to(device=device, dtype=torch.long)
-    given_x, given_c = ~torch.isnan(x), c != -1
-    if torch.isinf(x).any():
-        raise DataError('condition["x"] holds infinite values; give finite values, or NaN for a free slot')
-    if cards:
-        bad = given_c & ((c < 0) | (c >= torch.tensor(cards, device=device)))                # (n, K)
-        if bad.any():
-            j = int(bad.any(0).nonzero()[0])
-            raise DataError(f"condition: discrete slot {j} has a code outside [0, {cards[j]}) "
-                            "(-1 marks a free slot): a category never seen in training?")
-    return torch.where(given_x, x, 0.0), torch.where(given_c, c, 0), given_x, given_c

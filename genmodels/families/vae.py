@@ -29,22 +29,16 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..core import (Batch, GenerativeModule, Likelihood, Spec, check_int, check_sample_args, check_spec,
                     check_widths, unpack)
-from ..nets.mlp import mlp, one_hot_slots
+from ..nets.mlp import mlp, one_hot_slots, soft_clamp
 
 # Decoder log-scales live in [LOG_SCALE_MIN, LOG_SCALE_MAX] (tensor units are standardised): the lower
 # end stops the density of a slot collapsing onto single training values, the upper end is loose.
 LOG_SCALE_MIN, LOG_SCALE_MAX = -6.0, 3.0
 _LOG_2PI = math.log(2 * math.pi)
-
-
-def soft_clamp(x: Tensor, lo: float, hi: float) -> Tensor:
-    """Close to the identity inside [lo, hi], smoothly saturating outside (keeps gradients alive)."""
-    return hi - F.softplus(hi - (lo + F.softplus(x - lo)))
 
 
 def normal_log_prob(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:

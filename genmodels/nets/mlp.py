@@ -46,6 +46,11 @@ def mlp(in_features: int, out_features: int, hidden: Sequence[int] = (128, 128),
     return nn.Sequential(*layers)
 
 
+def soft_clamp(x: Tensor, lo: float, hi: float) -> Tensor:
+    """Close to the identity inside [lo, hi], smoothly saturating outside (keeps gradients alive)."""
+    return hi - F.softplus(hi - (lo + F.softplus(x - lo)))
+
+
 def one_hot_slots(c: Tensor, cardinalities: Sequence[int]) -> Tensor:
     """Concatenated one-hot codes of the discrete slots: (B, K) long -> (B, sum(cardinalities)) float."""
     if len(cardinalities) == 0:
