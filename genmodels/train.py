@@ -250,7 +250,8 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
             val = evaluate_loss(scored, val_data, transform, seed + 1, 4 * bs, device) if val_data else train_loss
             state.history.append({"epoch": state.epoch, "step": state.step, "loss": train_loss, "val": val,
                                   "time": round(state.elapsed, 3)})
-            if val < state.best_val - 1e-4:
+            # without validation a two-player family's loss says nothing about quality: keep the last weights
+            if (val_data or step_fn is None) and val < state.best_val - 1e-4:
                 state.best_val, state.best_step = val, state.step
                 best = copy.deepcopy({k: v.detach().cpu() for k, v in scored.state_dict().items()})
             rows_per_s = len(losses) * bs / max(time.monotonic() - t_eval, 1e-9)
