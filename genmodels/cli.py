@@ -74,9 +74,12 @@ def _write(df: pd.DataFrame, path: str) -> None:
 
 def cmd_models(args: argparse.Namespace) -> None:
     from . import registry
-    for name in registry.list_models(args.modality):
+    names = registry.list_models(args.modality)
+    width = max(map(len, names))
+    for name in names:
         cls = registry.family(name)
-        print(f"{name:8s} likelihood={cls.likelihood:5s} modalities={','.join(cls.modalities)}")
+        cond = "yes" if cls.conditional else "no"
+        print(f"{name:{width}s}  likelihood={cls.likelihood:5s}  conditional={cond:3s}  modalities={','.join(cls.modalities)}")
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:

@@ -377,7 +377,12 @@ class TabularCodec:
                         raise DataError(f"condition {name}={value!r}: the column holds whole numbers")
                     x[0, xi[name]] = ((v + 0.5 if col.kind == "integer" else v) - col.mean) / col.std
             else:
-                c[0, ci[(name, "value")]] = int(self._category_codes(one, col)[0][0])
+                try:
+                    c[0, ci[(name, "value")]] = int(self._category_codes(one, col)[0][0])
+                except DataError:
+                    known = [k for k in col.categories if k not in (MISSING, OTHER)][:8]
+                    raise DataError(f"condition {name}={value!r} is a value never seen in training; known values "
+                                    f"include {known}") from None
         return {"x": x, "c": c}
 
     @staticmethod
