@@ -100,17 +100,27 @@ class GenerativeModule(nn.Module):
 
 @runtime_checkable
 class Codec(Protocol):
-    """Raw data <-> tensors for one modality. Fitted once on training data; JSON-serialisable state."""
+    """Raw data <-> tensors for one modality. Fitted once on training data; JSON-serialisable state.
+
+    This is what ``Model`` and ``evaluate`` call on a codec; a new modality implements all of it.
+    """
 
     modality: ClassVar[str]
     bound_reasons: list[str]       # why log_prob is a bound in raw units (dequantized integers, ...); [] if exact
 
+    @staticmethod
+    def accepts(raw: Any) -> bool: ...                                         # modality inference
+    @staticmethod
+    def coerce(raw: Any) -> Any: ...                                           # path/array -> raw data
     def fit(self, raw: Any) -> "Codec": ...
     def spec(self) -> Spec: ...
+    def check_columns(self, raw: Any) -> Any: ...                              # raw data in training layout
     def encode(self, raw: Any) -> Batch: ...                                   # deterministic
-    def dequantize(self, batch: Batch, generator: torch.Generator) -> tuple[Batch, Tensor]: ...
-    def decode(self, batch: Batch, generator: torch.Generator | None = None) -> Any: ...
+    def dequantize(self, batch: Batch, generator: torch.Generator | None = None) -> Batch: ...
     def log_det(self, batch: Batch) -> Tensor: ...                             # (B,) added to module log_prob
+    def decode(self, batch: Batch, generator: torch.Generator | None = None) -> Any: ...
+    def encode_condition(self, condition: dict[str, Any]) -> Batch: ...        # one row, NaN / -1 free
+    def apply_condition(self, out: Any, condition: dict[str, Any]) -> Any: ...
     def state(self) -> dict: ...
     @classmethod
     def from_state(cls, state: dict) -> "Codec": ...

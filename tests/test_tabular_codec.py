@@ -141,3 +141,8 @@ def test_coerce_array_round_trips_as_array():
     np.testing.assert_allclose(out, x, rtol=1e-5, atol=1e-5)
     with pytest.raises(DataError, match="2-D"):
         TabularCodec.coerce(np.zeros(5))
+
+
+def test_codec_implements_the_protocol(table):
+    from genmodels.core import Codec
+    assert isinstance(TabularCodec().fit(table), Codec)
