@@ -38,3 +38,21 @@ test: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache
+
+# genmodels vs SDV (tabular synthesis). SDV is BUSL-licensed and needs pandas<3, so it lives in its
+# own venv (.venv-bench, git-ignored) and is never a dependency of genmodels; genmodels runs there
+# under pandas 2.x. Budgets: BENCH_SDV_ARGS (default: adult 180 s, penguins/iris 45 s, plus B/2).
+BENCH_VENV     := .venv-bench
+BENCH_SDV_ARGS ?= --datasets adult,penguins,iris --budget-adult 180 --budget-small 45 --half --out benchmarks/results/sdv
+
+$(BENCH_VENV)/.installed: pyproject.toml benchmarks/requirements-sdv.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q "$(TORCH)"
+	$(BENCH_VENV)/bin/python -m pip install -q -r benchmarks/requirements-sdv.txt
+	$(BENCH_VENV)/bin/python -m pip install -q -e .
+	touch $@
+
+.PHONY: bench-sdv
+bench-sdv: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python benchmarks/sdv_tabular.py $(BENCH_SDV_ARGS)

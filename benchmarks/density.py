@@ -237,7 +237,9 @@ def make_row(dataset: str, model: str, res: dict, likelihood: str, extra_notes: 
     if extra_notes:
         notes = f"{notes}; {extra_notes}" if notes else extra_notes
     return {"dataset": dataset, "model": model, "test_ll": mean, "test_ll_se": se, "likelihood": likelihood,
-            "fit_seconds": round(float(res["fit_seconds"]), 3), "notes": notes,
+            "fit_seconds": round(float(res["fit_seconds"]), 3),
+            "cpu_seconds": round(float(res["cpu_seconds"]), 2) if "cpu_seconds" in res else None,
+            "loadavg_1min": res.get("loadavg_1min"), "notes": notes,
             "details": res.get("details", {})}
 
 
@@ -262,8 +264,13 @@ def bench_dataset(name: str, budget: float, families: list[str], per_row: dict) 
         print(f"  {'true density':<14} {rows[-1]['test_ll']:9.4f}", flush=True)
 
     def record(model: str, fn, likelihood: str | None = None, extra: str = "") -> None:
+        cpu0 = time.process_time()
         try:
             res = fn()
+            # CPU seconds of this process (all threads) while fitting and scoring: with 2 threads an idle
+            # machine gives about 2 x fit_seconds for the trained models; much less means contention
+            res["cpu_seconds"] = time.process_time() - cpu0
+            res["loadavg_1min"] = os.getloadavg()[0]
         except Exception as e:  # one failure must not end the run; it is reported in the table
             traceback.print_exc()
             rows.append(error_row(name, model, e))
@@ -276,6 +283,11 @@ def bench_dataset(name: str, budget: float, families: list[str], per_row: dict) 
         print(f"  {model:<14} {ll}  {r['likelihood']:<5}  {r['fit_seconds']:7.2f} s  {r['notes']}", flush=True)
 
     for fam in families:
+        if gm.registry.family(fam).likelihood == "none":
+            rows.append({"dataset": name, "model": f"genmodels-{fam}", "test_ll": None, "test_ll_se": None,
+                         "likelihood": "none", "fit_seconds": None, "cpu_seconds": None, "loadavg_1min": None,
+                         "notes": "not run: the family has no likelihood to score", "details": {}})
+            continue
         record(f"genmodels-{fam}", lambda fam=fam: run_genmodels(fam, train, test, budget))
     if kind != "mixed":
         xtr, xte, ints = numeric_arrays(train, test)
@@ -321,6 +333,8 @@ def summarise(rows: list[dict], infos: list[dict], per_row: dict) -> list[dict]:
             s["flow_ll"], s["zuko_ll"] = r["genmodels-flow"]["test_ll"], r[ZUKO]["test_ll"]
             s["flow_minus_zuko"], s["flow_minus_zuko_se"] = diff, se
             s["flow_time_ratio"] = r["genmodels-flow"]["fit_seconds"] / r[ZUKO]["fit_seconds"]
+            if r["genmodels-flow"].get("cpu_seconds") and r[ZUKO].get("cpu_seconds"):
+                s["flow_cpu_ratio"] = r["genmodels-flow"]["cpu_seconds"] / r[ZUKO]["cpu_seconds"]
             # "matches or beats": ahead, or behind by no more than two paired standard errors
             s["target_zuko_met"] = diff >= 0 or (se is not None and diff >= -2 * se)
         elif ok("genmodels-flow") and ZUKO in r:
@@ -348,21 +362,24 @@ def render_markdown(result: dict) -> str:
         lines += [f"### {ds}", "",
                   f"{info['kind']}; {info['n_train']} train rows, {info['n_test']} test rows, "
                   f"{info['n_columns']} columns. {info['notes']}.", "",
-                  "| model | test log-likelihood (nats/row, ± s.e.) | likelihood | fit seconds | notes |",
-                  "|---|---:|---|---:|---|"]
+                  "| model | test log-likelihood (nats/row, ± s.e.) | likelihood | fit seconds | CPU seconds "
+                  "| load (1 min) | notes |",
+                  "|---|---:|---|---:|---:|---:|---|"]
         for r in rows:
             if r["dataset"] != ds:
                 continue
-            ll = "-inf / failed" if r["test_ll"] is None else f"{r['test_ll']:.3f} ± {r['test_ll_se']:.3f}"
+            ll = ("(no likelihood)" if r["likelihood"] == "none" else "-inf / failed") if r["test_ll"] is None \
+                else f"{r['test_ll']:.3f} ± {r['test_ll_se']:.3f}"
             lines.append(f"| {r['model']} | {ll} | {r['likelihood'] or '-'} | {_f(r['fit_seconds'], '{:.2f}')} "
+                         f"| {_f(r.get('cpu_seconds'), '{:.1f}', '-')} | {_f(r.get('loadavg_1min'), '{:.1f}', '-')} "
                          f"| {r['notes'].replace('|', '/')} |")
         lines.append("")
     lines += ["### Summary", "",
               "Differences are in nats per test row (higher log-likelihood is better), with the standard "
-              "error of the paired per-row difference. Time ratio = genmodels flow fit seconds / zuko NSF fit "
-              "seconds. \"flow vs zuko met\" means flow is ahead, or behind by at most two standard errors.", "",
+              "error of the paired per-row difference. Time ratio = genmodels flow / zuko NSF, in fit wall "
+              "seconds (and in CPU seconds of fit + scoring, where recorded). \"flow vs zuko met\" means flow is ahead, or behind by at most two standard errors.", "",
               "| data set | kind | best genmodels | best sklearn | genmodels - sklearn | target (beat sklearn) "
-              "| flow - zuko NSF | time ratio | target (flow >= zuko) | gap to true (best gm / flow) |",
+              "| flow - zuko NSF | time ratio (wall / CPU) | target (flow >= zuko) | gap to true (best gm / flow) |",
               "|---|---|---|---|---:|---|---:|---:|---|---:|"]
     for s in summary:
         bg = f"{s['best_genmodels'].removeprefix('genmodels-')} {s['best_genmodels_ll']:.3f}" \
@@ -377,7 +394,7 @@ def render_markdown(result: dict) -> str:
             t1 = "**met**" if s["target_sklearn_met"] else "**MISSED**"
         if s.get("flow_minus_zuko") is not None:
             d2 = f"{s['flow_minus_zuko']:+.3f} ± {s['flow_minus_zuko_se']:.3f}"
-            tr = f"{s['flow_time_ratio']:.2f}"
+            tr = f"{s['flow_time_ratio']:.2f}" + (f" / {s['flow_cpu_ratio']:.2f}" if "flow_cpu_ratio" in s else "")
         elif "target_zuko_met" in s:
             d2, tr = "zuko -inf/failed", "n/a"
         else:
@@ -399,6 +416,30 @@ def print_table(result: dict) -> None:
         fs = f"{r['fit_seconds']:8.2f}" if r["fit_seconds"] is not None else f"{'':>8}"
         print(f"{r['dataset']:<14} {r['model']:<16} {ll} {se} {str(r['likelihood']):<6} {fs}  {r['notes'][:90]}")
     print("\n" + render_markdown({"rows": [], "datasets": [], "summary": result["summary"]}))
+
+
+def warm_up() -> None:
+    """Pay one-time per-process costs (lazy imports on the first optimizer step, ~1.5 s) outside any timing."""
+    import zuko
+    x = pd.DataFrame({"a": np.random.default_rng(0).normal(size=64), "b": np.random.default_rng(1).normal(size=64)})
+    for fam in gm.list_models("tabular"):
+        if gm.registry.family(fam).likelihood != "none":
+            gm.Model(fam, seed=0).fit(x, max_steps=2, verbose=False)
+    flow = zuko.flows.NSF(features=2, **ZUKO_SETTINGS)
+    opt = torch.optim.Adam(flow.parameters(), lr=ZUKO_LR)
+    loss = -flow().log_prob(torch.tensor(x.to_numpy(), dtype=torch.float32)).mean()
+    loss.backward()
+    opt.step()
+
+
+def source_digest() -> str:
+    """sha256 over genmodels/**/*.py (path + bytes): which version of the package was measured."""
+    import hashlib
+    h = hashlib.sha256()
+    for f in sorted((REPO / "genmodels").rglob("*.py")):
+        h.update(str(f.relative_to(REPO)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def machine() -> dict:
@@ -426,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=30.0, help="wall-clock seconds per model per data set (default 30)")
     p.add_argument("--out", default=str(HERE / "results" / "density.json"), help="JSON output path")
     p.add_argument("--md", default=None, help="also write the markdown tables here (default: OUT with .md)")
+    p.add_argument("--threads", type=int, default=THREADS,
+                   help=f"torch CPU threads (default {THREADS}); 1 avoids spin-waiting when the cores are shared")
     p.add_argument("--report-only", action="store_true", help="re-render the tables of an existing --out JSON")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -436,9 +479,11 @@ def main(argv: list[str] | None = None) -> int:
         md.write_text(render_markdown(result))
         return 0
 
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(args.threads)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     families = gm.list_models("tabular")
+    digest_start = source_digest()
+    warm_up()
     started = _dt.datetime.now().isoformat(timespec="seconds")
     t0 = time.monotonic()
     load_start = os.getloadavg()
@@ -450,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"meta": {"command": "python " + " ".join([os.path.relpath(__file__, REPO)] + sys.argv[1:]),
                        "started": started, "total_seconds": round(time.monotonic() - t0, 1),
                        "budget_seconds": args.budget, "families": families, "machine": machine(),
+                       "genmodels_source_sha256": digest_start,
+                       "genmodels_source_changed_during_run": source_digest() != digest_start,
                        "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
                        "zuko_loop": {**ZUKO_SETTINGS, "lr": ZUKO_LR, "batch_size": ZUKO_BATCH,
                                      "source": "zuko docs, tutorial 'Train from data' (forward_kl.ipynb)"}},
