@@ -119,10 +119,6 @@ class Model:
             return "bound"
         return own
 
-    def _coerce(self, data: Any):
-        codec_cls = registry.codec(self.modality_ if hasattr(self, "modality_") else self._infer_modality(data))
-        return codec_cls.coerce(data)
-
     def _infer_modality(self, data: Any) -> str:
         if self.modality is not None:
             return self.modality
@@ -160,7 +156,7 @@ class Model:
                 self.codec_ = codec_cls(**self.codec).fit(raw)
                 self.modality_ = modality
             encoded = self.codec_.encode(raw)
-            n = len(encoded["x"]) if encoded["x"].numel() or not encoded["c"].numel() else len(encoded["c"])
+            n = len(encoded["log_w"])                                  # one entry per row, whatever the layout
             g = torch.Generator().manual_seed(self.seed)
             perm = torch.randperm(n, generator=g)
             n_val = int(math.floor(n * validation)) if n * validation >= 1 else 0
@@ -242,7 +238,7 @@ class Model:
         if self.likelihood == "none":
             have = [f for f in registry.FAMILIES if registry.family(f).likelihood != "none"]
             raise NoLikelihoodError(f"the {self.family!r} family has no likelihood; use one of {have} to score data")
-        raw = self._coerce(data)
+        raw = self.codec_.coerce(data)
         batch = self.codec_.encode(raw)
         n = batch["log_w"].shape[0]
         out = np.empty(n, dtype=np.float64)
