@@ -144,6 +144,7 @@ class Model:
         if resume and (ckpt is None or not (Path(ckpt) / checkpoint.CONFIG).exists()):
             raise CheckpointError(f"resume=True but there is no checkpoint at {ckpt}; pass checkpoint_dir= "
                                   "of an interrupted run, or fit without resume")
+        started = time.monotonic()            # max_time bounds the whole fit, set-up included
         with self._threads():
             modality = self._infer_modality(data)
             codec_cls = registry.codec(modality)
@@ -172,7 +173,6 @@ class Model:
             cfg = TrainConfig(**{k: v for k, v in self.hyperparameters.items() if k in TRAIN_KEYS},
                               max_time=max_time, max_epochs=max_epochs, max_steps=max_steps)
             self.train_hashes_ = self._row_hashes(raw)
-            t0 = time.monotonic()
             if self.module_.closed_form:
                 dq = lambda b, seed: self.codec_.dequantize({k: v.to(device) for k, v in b.items()},  # noqa: E731
                                                             torch.Generator(device).manual_seed(seed))
@@ -183,11 +183,12 @@ class Model:
             else:
                 on_ckpt = (lambda snap: self._save(ckpt, resume=snap)) if ckpt else None
                 state = train(self.module_, tr, val, transform=self.codec_.dequantize, cfg=cfg, seed=self.seed,
-                              device=device, verbose=verbose, resume=resume_state, on_checkpoint=on_ckpt)
+                              device=device, verbose=verbose, resume=resume_state, on_checkpoint=on_ckpt,
+                              started=started)
                 self.history_ = state.history
                 self.fit_info_ = {"stopped": state.stopped, "epochs": state.epoch, "steps": state.step,
                                   "best_val_loss": state.best_val}
-            self.fit_info_["fit_seconds"] = round(time.monotonic() - t0, 3)
+            self.fit_info_["fit_seconds"] = round(time.monotonic() - started, 3)
             self.fit_info_["rows"] = n
         return self
 

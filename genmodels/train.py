@@ -155,7 +155,8 @@ class _Progress:
 def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *, transform: Transform,
           cfg: TrainConfig, seed: int = 0, device: torch.device | str = "cpu", verbose: bool = True,
           resume: dict[str, Any] | None = None,
-          on_checkpoint: Callable[[dict[str, Any]], None] | None = None) -> TrainState:
+          on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+          started: float | None = None) -> TrainState:
     """Minimise ``module.loss`` on ``train_data`` within the budget of ``cfg``.
 
     ``resume`` is a dict produced earlier through ``on_checkpoint`` (keys: state, optimizers, best,
@@ -193,7 +194,9 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
     steps_per_epoch = max(1, n // bs)   # drop the ragged last batch: stable loss scale
     progress = _Progress(verbose, cfg, steps_per_epoch)
     step_fn = getattr(module, "training_step", None)
-    t_start, t_ckpt = time.monotonic() - state.elapsed, time.monotonic()
+    # ``started`` (time.monotonic() when the caller began the fit) makes max_time bound the whole fit,
+    # set-up such as a family's ``prepare`` included, not only the optimisation steps
+    t_start, t_ckpt = (started or time.monotonic()) - state.elapsed, time.monotonic()
     losses, last_eval, t_eval = [], state.step, time.monotonic()
 
     def out_of_budget() -> str:

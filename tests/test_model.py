@@ -138,3 +138,14 @@ def test_device_errors():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA"):
             gm.Model("gmm", device="cuda").fit(np.ones((5, 1)), verbose=False)
+
+
+def test_max_time_bounds_the_whole_fit_including_prepare(monkeypatch):
+    # a family's data-dependent set-up (GAN mode fitting, say) counts against the budget
+    from genmodels.families.flow import Flow
+    monkeypatch.setattr(Flow, "prepare", lambda self, train: time.sleep(2.0))
+    x = np.random.default_rng(0).normal(size=(300, 2))
+    t = time.monotonic()
+    m = gm.Model("flow", transforms=1, hidden=[16], seed=0).fit(x, max_time=2.0, verbose=False)
+    assert m.fit_info_["steps"] >= 1 and m.fit_info_["fit_seconds"] >= 2.0
+    assert time.monotonic() - t < 3.5          # not 2 s of set-up plus 2 s of training
