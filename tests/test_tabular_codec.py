@@ -69,7 +69,7 @@ def test_log_det_is_the_scaling_jacobian():
 
 
 def test_missing_numeric_gets_noise_and_its_density_removed(table):
-    codec = TabularCodec().fit(table)
+    codec = TabularCodec(atoms="none").fit(table)
     b = codec.dequantize(codec.encode(table), torch.Generator().manual_seed(0))
     miss = table["height"].isna().to_numpy()
     j = [c.name for c in codec.numeric_].index("height")
@@ -146,3 +146,65 @@ def test_coerce_array_round_trips_as_array():
 def test_codec_implements_the_protocol(table):
     from genmodels.core import Codec
     assert isinstance(TabularCodec().fit(table), Codec)
+
+
+def zero_inflated(n: int = 4000, seed: int = 0) -> pd.DataFrame:
+    """gain: 0 with probability 0.6, else uniform on 100..199; visits: Poisson(6) (no spike)."""
+    rng = np.random.default_rng(seed)
+    gain = np.where(rng.random(n) < 0.6, 0, rng.integers(100, 200, n))
+    return pd.DataFrame({"gain": gain.astype("int64"), "visits": rng.poisson(6.0, n).astype("int64"),
+                         "hours": np.where(rng.random(n) < 0.5, 40.0, rng.normal(40, 8, n))})
+
+
+def test_point_masses_found_only_where_a_value_towers_over_its_neighbours():
+    df = zero_inflated()
+    codec = TabularCodec().fit(df)
+    atoms = {c.name: c.atoms for c in codec.columns_}
+    assert atoms == {"gain": [0.0], "visits": [], "hours": []}      # floats only with atoms="numeric"
+    assert TabularCodec(atoms="numeric").fit(df).columns_[2].atoms == [40.0]
+    assert TabularCodec(atoms="none").fit(df).columns_[0].atoms == []
+    assert codec.spec().cardinalities == (2,)                          # gain's state slot: ordinary, 0
+    gain = codec.columns_[0]                                           # scaled on the ordinary values only
+    assert gain.mean == pytest.approx(df.gain[df.gain > 0].mean() + 0.5) and gain.lo == 0
+    assert "point masses" in " ".join(codec.bound_reasons)
+    for bad in (dict(atoms="all"), dict(atom_share=0.0), dict(max_atoms=-1)):
+        with pytest.raises(ConfigError):
+            TabularCodec(**bad)
+
+
+def test_point_masses_round_trip_and_get_noise_with_its_density_removed():
+    df = zero_inflated(500)
+    codec = TabularCodec(atoms="numeric").fit(df)
+    enc = codec.encode(df)
+    at = {"gain": (df.gain == 0).to_numpy(), "hours": (df.hours == 40.0).to_numpy()}
+    assert torch.equal(enc["c"][:, 0], torch.from_numpy(at["gain"].astype(np.int64)))
+    b = codec.dequantize(enc, torch.Generator().manual_seed(0))
+    out = codec.decode(b, generator=torch.Generator().manual_seed(0))
+    pd.testing.assert_series_equal(out["gain"], df["gain"])
+    assert (out["hours"][at["hours"]] == 40.0).all()
+    z = b["x"].double()
+    expect = torch.zeros(len(df), dtype=torch.float64)
+    for j, col in enumerate(codec.numeric_):
+        m = torch.from_numpy(at.get(col.name, np.zeros(len(df), bool)).copy())
+        expect += torch.where(m, 0.5 * z[:, j] ** 2 + 0.5 * math.log(2 * math.pi),
+                              torch.full_like(z[:, j], -math.log(col.std)))
+    assert torch.allclose(codec.log_det(b), expect)
+    for j, col in enumerate(codec.numeric_):                           # the noise is N(0, 1)
+        m = at.get(col.name)
+        if m is not None:
+            assert abs(float(z[torch.from_numpy(m.copy()), j].mean())) < 0.2
+
+
+def test_point_mass_gets_its_share_as_probability_and_conditions_exactly():
+    import genmodels as gm
+    df = zero_inflated(3000)[["gain"]]
+    m = gm.Model("gmm", seed=0, device="cpu").fit(df, verbose=False)
+    lp = m.log_prob(pd.DataFrame({"gain": [0] * 2000}))
+    # a bound: log P(0) = log 0.6 minus the GMM's misfit of the N(0, 1) noise (small for EM)
+    assert lp.mean() == pytest.approx(math.log((df.gain == 0).mean()), abs=0.05)
+    assert lp.mean() <= math.log((df.gain == 0).mean()) + 0.01
+    s = m.sample(2000, seed=0)
+    assert (s.gain == 0).mean() == pytest.approx(0.6, abs=0.04)
+    assert s.gain[s.gain > 0].between(100, 199).mean() > 0.95
+    assert (m.sample(50, seed=1, condition={"gain": 0}).gain == 0).all()
+    assert (m.sample(50, seed=1, condition={"gain": 150}).gain == 150).all()

@@ -2,7 +2,9 @@
 
 Layout of the tensors a module sees (``Spec``): one real-valued slot in ``x`` per numeric column
 (continuous, integer, datetime), one discrete slot in ``c`` per categorical or boolean column, and
-one more discrete slot (missing: 0/1) per numeric column that had missing values in training.
+one more discrete "state" slot per numeric column that had missing values or point masses in
+training (0: an ordinary value in ``x``; then "missing" if the column had missing values; then one
+state per point mass).
 
 Column kinds, inferred from the dtype (override with ``column_kinds={"col": "categorical"}``):
 
@@ -17,6 +19,16 @@ categorical    str / object / category      exact probability mass
 boolean        bool dtypes                  exact probability mass
 constant       one value, never missing     0 (that value has probability 1)
 =============  ===========================  ==================================================
+
+Point masses ("atoms"): a value that holds at least ``atom_share`` of an integer column's rows and
+three times the share of either neighbour (k - 1, k + 1), such as 0 in a zero-inflated count or 40
+in hours worked per week, is its own state of the column's state slot, at most
+``max_atoms`` per column, so the model gives it its exact share instead of squeezing a spike into a
+smooth density. ``atoms="numeric"`` also finds them in continuous and datetime columns; the
+log-likelihood of such a column is then a mass at its atoms and a density elsewhere (a density
+with respect to a mixed measure), so compare it only with models that do the same.
+``atoms="none"`` turns them off. A row at an atom has N(0, 1) noise in its real slot, handled as
+for missing values below (a variational bound).
 
 Missing values: a categorical column gets a "missing" category (exact). A numeric column gets a
 missing indicator slot; where the value is missing, its real slot is filled with N(0, 1) noise and
@@ -50,6 +62,8 @@ from ..errors import ConfigError, DataError
 
 KINDS = ("continuous", "integer", "datetime", "categorical", "boolean", "constant")
 NUMERIC = ("continuous", "integer", "datetime")
+ATOM_MODES = ("integer", "numeric", "none")
+ATOM_RATIO = 3.0    # an integer atom holds at least this many times the share of each neighbour (k - 1, k + 1)
 MISSING = "__missing__"      # JSON-able stand-ins for the special categories
 OTHER = "__other__"
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
@@ -72,6 +86,12 @@ class Column:
     categories: list = field(default_factory=list)       # index -> value (MISSING / OTHER included)
     other: dict = field(default_factory=dict)            # folded value (as str) -> training count
     other_values: list = field(default_factory=list)     # folded values, original type, same order
+    atoms: list = field(default_factory=list)            # point masses (floats), state 1 + has_missing + i
+
+    @property
+    def n_states(self) -> int:
+        """Cardinality of a numeric column's state slot (1: no slot)."""
+        return 1 + int(self.has_missing) + len(self.atoms)
 
 
 def _jsonable(v: Any) -> Any:
@@ -105,16 +125,28 @@ class TabularCodec:
         column_kinds: override the inferred kind of some columns, e.g. ``{"zip": "categorical"}``.
         max_categories: categories kept per column before the rest share one "other" index.
         clip: clip sampled numbers to the training range.
+        atoms: which numeric columns get point masses: "integer" (default), "numeric" (also
+            continuous and datetime columns; see the module docstring), or "none".
+        atom_share: the least share of a column's non-missing rows that makes a value a point mass.
+        max_atoms: point masses per column at most (the most frequent).
     """
 
     modality: ClassVar[str] = "tabular"
 
-    def __init__(self, column_kinds: dict[str, str] | None = None, max_categories: int = 50, clip: bool = True):
+    def __init__(self, column_kinds: dict[str, str] | None = None, max_categories: int = 50, clip: bool = True,
+                 atoms: str = "integer", atom_share: float = 0.05, max_atoms: int = 10):
         for name, kind in (column_kinds or {}).items():
             if kind not in KINDS:
                 raise ConfigError(f"column_kinds[{name!r}] = {kind!r} is not a kind; use one of {', '.join(KINDS)}")
         if not isinstance(max_categories, int) or max_categories < 2:
             raise ConfigError(f"max_categories must be an integer >= 2, got {max_categories!r}")
+        if atoms not in ATOM_MODES:
+            raise ConfigError(f"atoms={atoms!r} is not an option; use one of {', '.join(ATOM_MODES)}")
+        if not isinstance(atom_share, (int, float)) or not 0 < atom_share <= 1:
+            raise ConfigError(f"atom_share must be a number in (0, 1], got {atom_share!r}")
+        if not isinstance(max_atoms, int) or max_atoms < 0:
+            raise ConfigError(f"max_atoms must be an integer >= 0, got {max_atoms!r}")
+        self.atoms, self.atom_share, self.max_atoms = atoms, float(atom_share), max_atoms
         self.column_kinds = dict(column_kinds or {})
         self.max_categories = max_categories
         self.clip = clip
@@ -178,8 +210,11 @@ class TabularCodec:
             if kind == "integer" and not np.all(v == np.round(v)):
                 raise DataError(f"column {name!r} was declared integer but holds non-integer values; "
                                 "declare it continuous")
-            # integers are dequantized to [k, k+1): scale that, so the slot is ~N(0, 1)
-            centre = v + 0.5 if kind == "integer" else v
+            col.atoms = self._find_atoms(v, kind)
+            # integers are dequantized to [k, k+1): scale that, so the slot is ~N(0, 1); values at
+            # point masses never reach the slot, so they are left out of the scaling
+            regular = v[~np.isin(v, col.atoms)] if len(v) > np.isin(v, col.atoms).sum() else v
+            centre = regular + 0.5 if kind == "integer" else regular
             col.mean, col.std = float(centre.mean()), float(centre.std())
             if not np.isfinite(col.std) or col.std <= 0:
                 col.std = 1.0
@@ -189,6 +224,16 @@ class TabularCodec:
         elif kind == "constant":
             col.categories = [_jsonable(s.iloc[0])]
         return col
+
+    def _find_atoms(self, v: np.ndarray, kind: str) -> list[float]:
+        if self.atoms == "none" or (self.atoms == "integer" and kind != "integer") or not len(v):
+            return []
+        values, counts = np.unique(v, return_counts=True)
+        share = dict(zip(values.tolist(), (counts / len(v)).tolist()))
+        def spike(a: float) -> bool:   # an integer's share must also tower over its neighbours'
+            return kind != "integer" or share[a] >= ATOM_RATIO * max(share.get(a - 1, 0.0), share.get(a + 1, 0.0))
+        order = np.argsort(-counts, kind="stable")[: self.max_atoms]
+        return [float(values[i]) for i in order if counts[i] >= self.atom_share * len(v) and spike(values[i])]
 
     def _fit_categories(self, s: pd.Series, col: Column) -> None:
         counts = s.dropna().value_counts(sort=False)
@@ -219,13 +264,14 @@ class TabularCodec:
 
     @property
     def discrete_(self) -> list[tuple[Column, str]]:
-        """Discrete slots in order: (column, "value") for categories, (column, "missing") for indicators."""
+        """Discrete slots in order: (column, "value") for categories, (column, "state") for numeric columns
+        with missing values or point masses."""
         slots = [(c, "value") for c in self.columns_ if c.kind in ("categorical", "boolean")]
-        return slots + [(c, "missing") for c in self.numeric_ if c.has_missing]
+        return slots + [(c, "state") for c in self.numeric_ if c.n_states > 1]
 
     def spec(self) -> Spec:
         self._check_fitted()
-        cards = tuple(len(c.categories) if role == "value" else 2 for c, role in self.discrete_)
+        cards = tuple(len(c.categories) if role == "value" else c.n_states for c, role in self.discrete_)
         return Spec(n_continuous=len(self.numeric_), cardinalities=cards)
 
     @property
@@ -241,6 +287,9 @@ class TabularCodec:
         miss = [c.name for c in self.numeric_ if c.has_missing]
         if miss:
             reasons.append(f"missing values in numeric columns are bounded variationally: {miss}")
+        atoms = {c.name: c.atoms for c in self.numeric_ if c.atoms}
+        if atoms:
+            reasons.append(f"point masses in numeric columns are bounded variationally: {atoms}")
         return reasons
 
     # ------------------------------------------------------------------ encode
@@ -288,6 +337,7 @@ class TabularCodec:
         x = np.zeros((n, len(self.numeric_)), dtype=np.float32)
         c = np.zeros((n, len(self.discrete_)), dtype=np.int64)
         log_w = np.zeros(n, dtype=np.float64)
+        state_slot = {id(cl): k for k, (cl, role) in enumerate(self.discrete_) if role == "state"}
         for j, col in enumerate(self.numeric_):
             v = self._numeric(df[col.name], col)
             miss = np.isnan(v)
@@ -297,10 +347,13 @@ class TabularCodec:
             if col.kind == "integer":
                 if not np.all(v[~miss] == np.round(v[~miss])):
                     raise DataError(f"integer column {col.name!r} holds non-integer values; give whole numbers")
+            states = self._states(v, col)
+            if col.kind == "integer":
                 v = v + 0.5   # the centre of the dequantization cell [k, k+1): decode's floor is exact
-            x[:, j] = np.where(miss, 0.0, (v - col.mean) / col.std)
+            x[:, j] = np.where(states > 0, 0.0, (v - col.mean) / col.std)
+            if col.n_states > 1:
+                c[:, state_slot[id(col)]] = states
         slot = {id(cl): k for k, (cl, role) in enumerate(self.discrete_) if role == "value"}
-        miss_slot = {id(cl): k for k, (cl, role) in enumerate(self.discrete_) if role == "missing"}
         for col in self.columns_:
             s = df[col.name]
             if col.kind == "constant":
@@ -311,9 +364,17 @@ class TabularCodec:
             elif id(col) in slot:
                 c[:, slot[id(col)]], log_w_col = self._category_codes(s, col)
                 log_w += log_w_col
-            elif id(col) in miss_slot:
-                c[:, miss_slot[id(col)]] = s.isna().to_numpy().astype(np.int64)
         return {"x": torch.from_numpy(x), "c": torch.from_numpy(c), "log_w": torch.from_numpy(log_w)}
+
+    @staticmethod
+    def _states(v: np.ndarray, col: Column) -> np.ndarray:
+        """A numeric column's state per value: 0 ordinary, then missing (if any), then each atom."""
+        states = np.zeros(len(v), dtype=np.int64)
+        if col.has_missing:
+            states[np.isnan(v)] = 1
+        for i, a in enumerate(col.atoms):
+            states[v == a] = 1 + int(col.has_missing) + i
+        return states
 
     def _category_codes(self, s: pd.Series, col: Column) -> tuple[np.ndarray, np.ndarray]:
         index = {v: i for i, v in enumerate(col.categories) if v not in (MISSING, OTHER)}
@@ -366,16 +427,17 @@ class TabularCodec:
             elif col.kind in NUMERIC:
                 if missing and not col.has_missing:
                     raise DataError(f"condition {name}=missing: the column had no missing values in training")
-                if col.has_missing:
-                    c[0, ci[(name, "missing")]] = int(missing)
-                if not missing:
-                    v = float(self._numeric(one, col)[0])
-                    if not col.lo <= v <= col.hi:
-                        raise DataError(f"condition {name}={value!r} is outside the training range "
-                                        f"[{col.lo:g}, {col.hi:g}]; the model has not seen such values")
-                    if col.kind == "integer" and v != round(v):
-                        raise DataError(f"condition {name}={value!r}: the column holds whole numbers")
-                    x[0, xi[name]] = ((v + 0.5 if col.kind == "integer" else v) - col.mean) / col.std
+                v = np.array([np.nan]) if missing else self._numeric(one, col)
+                if not missing and not col.lo <= v[0] <= col.hi:
+                    raise DataError(f"condition {name}={value!r} is outside the training range "
+                                    f"[{col.lo:g}, {col.hi:g}]; the model has not seen such values")
+                if not missing and col.kind == "integer" and v[0] != round(v[0]):
+                    raise DataError(f"condition {name}={value!r}: the column holds whole numbers")
+                state = int(self._states(v, col)[0])
+                if col.n_states > 1:
+                    c[0, ci[(name, "state")]] = state
+                if state == 0:
+                    x[0, xi[name]] = ((v[0] + 0.5 if col.kind == "integer" else v[0]) - col.mean) / col.std
             else:
                 try:
                     c[0, ci[(name, "value")]] = int(self._category_codes(one, col)[0][0])
@@ -414,7 +476,7 @@ class TabularCodec:
 
     # ------------------------------------------------------------------ likelihood bookkeeping
     def dequantize(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
-        """Integer slots move from k + 1/2 to k + U[0, 1) in raw units; missing numeric slots get N(0, 1) noise."""
+        """Integer slots move from k + 1/2 to k + U[0, 1) in raw units; missing or point-mass slots get N(0, 1) noise."""
         x = batch["x"].clone()
         if x.shape[1] == 0:
             return dict(batch)
@@ -422,26 +484,27 @@ class TabularCodec:
             if col.kind == "integer":
                 u = torch.rand(x.shape[0], generator=generator, device=x.device)
                 x[:, j] += (u - 0.5) / col.std
-        miss = self._missing_mask(batch)                                    # (B, D) bool
+        special = self._special_mask(batch)                                 # (B, D) bool
         noise = torch.randn(x.shape, generator=generator, device=x.device)
-        x = torch.where(miss, noise, x)
+        x = torch.where(special, noise, x)
         return {**batch, "x": x}
 
-    def _missing_mask(self, batch: Batch) -> torch.Tensor:
+    def _special_mask(self, batch: Batch) -> torch.Tensor:
+        """(B, D) bool: numeric slots whose value is missing or at a point mass (state > 0)."""
         mask = torch.zeros_like(batch["x"], dtype=torch.bool)
-        ms = {cl.name: k for k, (cl, role) in enumerate(self.discrete_) if role == "missing"}
+        slots = {cl.name: k for k, (cl, role) in enumerate(self.discrete_) if role == "state"}
         for j, col in enumerate(self.numeric_):
-            if col.name in ms:
-                mask[:, j] = batch["c"][:, ms[col.name]] == 1
+            if col.name in slots:
+                mask[:, j] = batch["c"][:, slots[col.name]] > 0
         return mask
 
     def log_det(self, batch: Batch) -> torch.Tensor:
         """(B,) nats to add to the module's log-density (on a dequantized batch) to reach raw units."""
         x = batch["x"].double()
-        miss = self._missing_mask(batch)
+        special = self._special_mask(batch)
         log_std = torch.tensor([math.log(c.std) for c in self.numeric_], dtype=torch.float64, device=x.device)
-        out = -(log_std * (~miss)).sum(1)                                   # Jacobian of the scaling
-        out = out + ((0.5 * x**2 + _HALF_LOG_2PI) * miss).sum(1)           # minus log N(noise; 0, 1)
+        out = -(log_std * (~special)).sum(1)                                # Jacobian of the scaling
+        out = out + ((0.5 * x**2 + _HALF_LOG_2PI) * special).sum(1)        # minus log N(noise; 0, 1)
         return out + batch.get("log_w", torch.zeros(x.shape[0], dtype=torch.float64)).to(x.device)
 
     # ------------------------------------------------------------------ decode
@@ -453,15 +516,17 @@ class TabularCodec:
         n = x.shape[0] if x.shape[1] else c.shape[0]
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
         out: dict[str, Any] = {}
-        miss_slot = {cl.name: k for k, (cl, role) in enumerate(self.discrete_) if role == "missing"}
+        state_slot = {cl.name: k for k, (cl, role) in enumerate(self.discrete_) if role == "state"}
         for j, col in enumerate(self.numeric_):
             v = x[:, j] * col.std + col.mean
             if col.kind == "integer":
                 v = np.floor(v)
             if self.clip:
                 v = np.clip(v, col.lo, col.hi)
-            miss = c[:, miss_slot[col.name]] == 1 if col.name in miss_slot else np.zeros(n, bool)
-            out[col.name] = self._restore_numeric(v, miss, col)
+            state = c[:, state_slot[col.name]] if col.name in state_slot else np.zeros(n, np.int64)
+            for i, a in enumerate(col.atoms):
+                v[state == 1 + int(col.has_missing) + i] = a
+            out[col.name] = self._restore_numeric(v, col.has_missing & (state == 1), col)
         slots = [(cl, k) for k, (cl, role) in enumerate(self.discrete_) if role == "value"]
         for col, k in slots:
             values = np.array(col.categories, dtype=object)[c[:, k]]
@@ -499,11 +564,13 @@ class TabularCodec:
     # ------------------------------------------------------------------ state
     def state(self) -> dict:
         return {"column_kinds": self.column_kinds, "max_categories": self.max_categories, "clip": self.clip,
+                "atoms": self.atoms, "atom_share": self.atom_share, "max_atoms": self.max_atoms,
                 "columns": [asdict(c) for c in self.columns_], "input": self.input_}
 
     @classmethod
     def from_state(cls, state: dict) -> "TabularCodec":
-        codec = cls(state["column_kinds"], state["max_categories"], state["clip"])
+        codec = cls(state["column_kinds"], state["max_categories"], state["clip"], state.get("atoms", "none"),
+                    state.get("atom_share", 0.05), state.get("max_atoms", 10))
         codec.columns_ = [Column(**c) for c in state["columns"]]
         codec.input_ = state.get("input", "dataframe")
         return codec
