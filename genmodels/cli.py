@@ -3,7 +3,7 @@
     genmodels models [--modality M]
     genmodels datasets
     genmodels fit DATA --model FAMILY --out DIR [--max-time S] [--seed N] [--set key=value ...]
-    genmodels sample DIR -n N -o FILE [--seed N] [--condition COLUMN=VALUE ...]
+    genmodels sample DIR -n N -o FILE [--seed N] [--condition COLUMN=VALUE ...] [--force]
     genmodels score DIR DATA -o FILE
     genmodels evaluate DIR DATA [--json] [--train DATA]
 
@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 EXIT_USER_ERROR = 2
+MAX_SAMPLE_ROWS = 1_000_000     # `sample -n` above this needs --force
 WRITERS = {".csv": lambda df, p: df.to_csv(p, index=False), ".parquet": lambda df, p: df.to_parquet(p, index=False)}
 
 
@@ -107,7 +108,11 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
+    from .errors import ConfigError
     from .model import load
+    if args.n > MAX_SAMPLE_ROWS and not args.force:
+        raise ConfigError(f"-n {args.n} is more than {MAX_SAMPLE_ROWS:,} rows, which may exhaust memory and disk; "
+                          "add --force to draw them anyway, or sample in several smaller runs with different --seed")
     model = load(args.model_dir, device=args.device)
     out = model.sample(args.n, seed=args.seed, condition=_pairs(args.condition, "--condition", parse=False) or None)
     if isinstance(out, np.ndarray):
@@ -174,6 +179,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--condition", action="append", metavar="COLUMN=VALUE",
                    help="sample given this column value (families that can condition)")
+    s.add_argument("--force", action="store_true", help=f"allow -n above {MAX_SAMPLE_ROWS:,}")
     s.set_defaults(func=cmd_sample)
 
     s = sub.add_parser("score", help="log-likelihood of each row (nats)")

@@ -79,7 +79,9 @@ class Model:
         allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "spec", "args", "kwargs"}
         unknown = set(hyperparameters) - allowed - TRAIN_KEYS
         if unknown:
-            raise ConfigError(f"unknown hyper-parameters {sorted(unknown)} for {family!r}; its own are "
+            first = sorted(unknown)[0]
+            raise ConfigError(f"unknown hyper-parameters {sorted(unknown)} for {family!r}"
+                              f"{registry.suggest(first, allowed | TRAIN_KEYS)}; its own are "
                               f"{sorted(allowed)}, the training loop's are {sorted(TRAIN_KEYS)}")
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise ConfigError(f"seed must be an integer, got {seed!r}")

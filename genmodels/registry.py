@@ -1,6 +1,7 @@
 """Name -> class tables for families and codecs. A new family is one file plus one line here."""
 from __future__ import annotations
 
+import difflib
 import importlib
 
 from .errors import UnknownModelError
@@ -29,15 +30,23 @@ def _load(path: str):
     return getattr(importlib.import_module(module), name)
 
 
+def suggest(name: object, known) -> str:
+    """ "; did you mean 'x'?" for the closest known name, or "" when none is close."""
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def family(name: str):
     if name not in FAMILIES:
-        raise UnknownModelError(f"unknown model family {name!r}; known families: {', '.join(sorted(FAMILIES))}")
+        raise UnknownModelError(f"unknown model family {name!r}{suggest(name, FAMILIES)} "
+                                f"(known families: {', '.join(sorted(FAMILIES))})")
     return _load(FAMILIES[name])
 
 
 def codec(modality: str):
     if modality not in CODECS:
-        raise UnknownModelError(f"unknown modality {modality!r}; known modalities: {', '.join(sorted(CODECS))}")
+        raise UnknownModelError(f"unknown modality {modality!r}{suggest(modality, CODECS)} "
+                                f"(known modalities: {', '.join(sorted(CODECS))})")
     return _load(CODECS[modality])
 
 

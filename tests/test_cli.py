@@ -31,6 +31,16 @@ def test_models_and_datasets_list(capsys):
     assert "moons" in capsys.readouterr().out
 
 
+def test_sample_above_the_row_limit_needs_force(workdir, monkeypatch, capsys):
+    import genmodels.cli
+    monkeypatch.setattr(genmodels.cli, "MAX_SAMPLE_ROWS", 10)
+    out = str(workdir / "big.csv")
+    assert main(["sample", str(workdir / "m"), "-n", "11", "-o", out]) == 2
+    assert "more than 10 rows" in capsys.readouterr().err
+    assert main(["sample", str(workdir / "m"), "-n", "11", "-o", out, "--force"]) == 0
+    assert len(pd.read_csv(out)) == 11
+
+
 def test_sample_score_evaluate(workdir, capsys):
     assert main(["sample", str(workdir / "m"), "-n", "20", "-o", str(workdir / "s.csv"), "--seed", "3"]) == 0
     s = pd.read_csv(workdir / "s.csv")
@@ -61,6 +71,8 @@ def test_builtin_dataset_names_work(tmp_path):
     (["fit", "{d}/ragged.csv", "--model", "gmm", "--out", "{d}/x"], "line"),
     (["fit", "{d}/allnan.csv", "--model", "gmm", "--out", "{d}/x"], "entirely missing"),
     (["fit", "{d}/train.csv", "--model", "nope", "--out", "{d}/x"], "known families"),
+    (["fit", "{d}/train.csv", "--model", "gmmm", "--out", "{d}/x"], "did you mean 'gmm'"),
+    (["sample", "{d}/m", "-n", "1000001", "-o", "{d}/s.csv"], "--force"),
     (["fit", "{d}/train.csv", "--model", "gmm", "--out", "{d}/x", "--set", "bogus=1"], "unknown hyper-parameters"),
     (["fit", "{d}/train.csv", "--model", "gmm", "--out", "{d}/x", "--set", "novalue"], "key=value"),
     (["sample", "{d}/m", "-n", "0", "-o", "{d}/s.csv"], "positive"),

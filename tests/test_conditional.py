@@ -109,6 +109,7 @@ def test_conditional_samples_repeat_and_survive_save_load(models):
 @pytest.mark.parametrize("condition, match", [
     ({"colour": "purple"}, "never seen in training"),
     ({"weight": 3.0}, "unknown columns"),
+    ({"colur": "red"}, "unknown columns.*did you mean 'colour'"),
     ({"size": 100.0}, "outside the training range"),
     ({"count": 2.5}, "whole numbers"),
 ])

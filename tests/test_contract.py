@@ -142,5 +142,11 @@ def test_fit_is_repeatable_on_cpu_and_takes_arrays(name):
 def test_unknown_family_lists_known_ones():
     with pytest.raises(ConfigError, match="known families: .*gmm"):
         gm.Model("transformer-xl")
-    with pytest.raises(ConfigError, match="unknown hyper-parameters"):
+    with pytest.raises(ConfigError, match="did you mean 'diffusion'"):
+        gm.Model("difusion")
+    with pytest.raises(ConfigError, match="did you mean 'autoregressive'"):
+        gm.Model("autoregresive")
+    with pytest.raises(ConfigError, match="unknown modality 'tabluar'; did you mean 'tabular'"):
+        gm.Model("gmm", modality="tabluar")
+    with pytest.raises(ConfigError, match="unknown hyper-parameters.*did you mean 'n_components'"):
         gm.Model("gmm", n_componnents=3)

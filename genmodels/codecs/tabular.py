@@ -411,7 +411,9 @@ class TabularCodec:
         by_name = {c.name: c for c in self.columns_}
         unknown = [k for k in condition if k not in by_name]
         if unknown:
-            raise DataError(f"condition names unknown columns {unknown}; the columns are {list(by_name)}")
+            from ..registry import suggest
+            raise DataError(f"condition names unknown columns {unknown}{suggest(unknown[0], by_name)} "
+                            f"(the columns are {list(by_name)})")
         x = torch.full((1, len(self.numeric_)), float("nan"))
         c = torch.full((1, len(self.discrete_)), -1, dtype=torch.long)
         xi = {col.name: j for j, col in enumerate(self.numeric_)}
