@@ -14,6 +14,7 @@ with status 2; a bug prints its traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -24,6 +25,8 @@ import pandas as pd
 
 EXIT_USER_ERROR = 2
 MAX_SAMPLE_ROWS = 1_000_000     # `sample -n` above this needs --force
+# application modules that add their own command through ``add_cli(subparsers)``
+APP_COMMANDS: tuple[str, ...] = ()
 WRITERS = {".csv": lambda df, p: df.to_csv(p, index=False), ".parquet": lambda df, p: df.to_parquet(p, index=False)}
 
 
@@ -196,6 +199,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--train", default=None, help="training data: adds distance-to-closest-record metrics")
     s.set_defaults(func=cmd_evaluate)
 
+    for module in APP_COMMANDS:
+        importlib.import_module(module).add_cli(sub)
     for name in ("fit", "sample", "score", "evaluate"):
         sub.choices[name].add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     sub.choices["fit"].add_argument("--threads", type=int, default=None, help="torch CPU threads")
