@@ -33,7 +33,7 @@ Every model is scored by the same code (``genmodels.metrics``) on the real test 
 - fit wall time (the whole ``fit`` call) and wall time to sample 10,000 rows.
 
 The run writes ``<out>.json`` (one row per data set and model), ``<out>.log`` and ``<out>.md``.
-torch uses 2 threads for everything.
+torch uses 1 thread for everything (on this 2-core machine, shared, 2 threads made timings worse).
 
 Usage (from the repository root, in the benchmark venv; see ``make bench-sdv``)::
 
@@ -75,7 +75,7 @@ TARGETS = {"adult": "income", "penguins": "species", "iris": "species"}
 GM_NEURAL = ("gan", "diffusion", "autoregressive", "vae")
 SDV_MODELS = ("sdv-gaussiancopula", "sdv-ctgan", "sdv-tvae")
 N_SAMPLE = 10_000
-THREADS = 2
+THREADS = 1
 SEED = 0
 
 _LOG = None
