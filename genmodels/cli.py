@@ -26,7 +26,7 @@ import pandas as pd
 EXIT_USER_ERROR = 2
 MAX_SAMPLE_ROWS = 1_000_000     # `sample -n` above this needs --force
 # application modules that add their own command through ``add_cli(subparsers)``
-APP_COMMANDS: tuple[str, ...] = ()
+APP_COMMANDS: tuple[str, ...] = ("genmodels.apps.impute",)
 WRITERS = {".csv": lambda df, p: df.to_csv(p, index=False), ".parquet": lambda df, p: df.to_parquet(p, index=False)}
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import pandas as pd
 import torch
 
 from . import checkpoint, registry
@@ -208,10 +209,8 @@ class Model:
         n = _check_n(n)
         self._check_fitted("sample")
         cond = self._encode_condition(condition)
-        if seed is None:   # repeatable scripts: derive from the model's seed and a call counter
-            seed = self.seed * 1_000_003 + self._sample_calls + 1
-            self._sample_calls += 1
-        g = torch.Generator(self.module_.device).manual_seed(int(seed))
+        seed = self._next_seed(seed)
+        g = torch.Generator(self.module_.device).manual_seed(seed)
         parts = []
         with self._threads(), torch.no_grad():
             for i in range(0, n, _CHUNK):
@@ -222,15 +221,69 @@ class Model:
         out = self.codec_.decode(batch, generator=torch.Generator().manual_seed(int(seed)))
         return out if cond is None else self.codec_.apply_condition(out, condition)
 
+    def _next_seed(self, seed: int | None) -> int:
+        """``seed``, or (None) one derived from the model's seed and a call counter: repeatable scripts."""
+        if seed is None:
+            seed = self.seed * 1_000_003 + self._sample_calls + 1
+            self._sample_calls += 1
+        return int(seed)
+
+    def _check_conditional(self, what: str) -> None:
+        """A clear error when this family cannot condition (checked on the class: works before fit)."""
+        if not registry.family(self.family).conditional:
+            able = [f for f in registry.FAMILIES if registry.family(f).conditional]
+            raise ConfigError(f"the {self.family!r} family cannot {what}; families that can: {able}")
+
     def _encode_condition(self, condition: dict[str, Any] | None) -> Batch | None:
         if condition is None:
             return None
         if not isinstance(condition, dict) or not condition:
             raise ConfigError(f"condition must be a non-empty dict of column -> value, got {condition!r}")
-        if not self.module_.conditional:
-            able = [f for f in registry.FAMILIES if registry.family(f).conditional]
-            raise ConfigError(f"the {self.family!r} family cannot sample conditionally; families that can: {able}")
+        self._check_conditional("sample conditionally")
         return self.codec_.encode_condition(condition)
+
+    def impute(self, data: Any, seed: int | None = None, max_rounds: int = 100) -> Any:
+        """``data`` with each missing cell drawn from the model's conditional distribution given the
+        row's observed cells (families with ``conditional = True``); observed cells are returned as given.
+
+        A draw that fills a cell with "missing" (a state the model learned from missing values in
+        training) is rejected and that row drawn again, up to ``max_rounds`` times, so the imputed
+        cells follow p(missing cells | observed cells, the cells are not missing). Cells of rows still
+        rejected after that (rare) stay missing; ``self.impute_info_["unresolved_rows"]`` counts them.
+        """
+        self._check_fitted("impute")
+        self._check_conditional("impute missing values")
+        df = self.codec_.coerce(data)
+        miss = self.codec_.check_columns(df).isna().to_numpy()
+        out = df.copy()
+        rows = np.flatnonzero(miss.any(1))
+        self.impute_info_ = {"rows": int(len(rows)), "cells": int(miss.sum()), "rounds": 0, "unresolved_rows": 0}
+        if not len(rows):
+            return out.to_numpy(copy=True) if self.codec_.input_ == "ndarray" and isinstance(data, np.ndarray) else out
+        cond, missing_code = self.codec_.encode_partial(df.iloc[rows])
+        g = torch.Generator(self.module_.device).manual_seed(self._next_seed(seed))
+        drawn = {"x": torch.zeros_like(cond["x"]), "c": torch.zeros_like(cond["c"])}
+        pending = torch.arange(len(rows))
+        with self._threads(), torch.no_grad():
+            for r in range(max_rounds):
+                self.impute_info_["rounds"] = r + 1
+                for i in range(0, len(pending), _CHUNK):
+                    idx = pending[i:i + _CHUNK]
+                    given = {k: v[idx].to(self.module_.device) for k, v in cond.items()}
+                    b = self.module_.sample(len(idx), condition=given, generator=g)
+                    drawn["x"][idx], drawn["c"][idx] = b["x"].cpu().float(), b["c"].cpu()
+                bad = ((cond["c"][pending] == -1) & (drawn["c"][pending] == missing_code)).any(1)
+                pending = pending[bad]
+                if not len(pending):
+                    break
+        self.impute_info_["unresolved_rows"] = int(len(pending))
+        filled = self.codec_.decode(drawn, generator=torch.Generator().manual_seed(int(g.initial_seed())))
+        filled = pd.DataFrame(filled, columns=df.columns) if isinstance(filled, np.ndarray) else filled
+        for j, name in enumerate(df.columns):
+            cells = rows[miss[rows, j]]
+            if len(cells):
+                out.iloc[cells, j] = filled.iloc[np.searchsorted(rows, cells), j].to_numpy()
+        return out.to_numpy(copy=True) if isinstance(data, np.ndarray) else out
 
     def log_prob(self, data: Any) -> np.ndarray:
         """Log-likelihood of each example in nats, in the raw data's units; shape (n,), float64.

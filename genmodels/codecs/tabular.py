@@ -449,6 +449,43 @@ class TabularCodec:
                                     f"include {known}") from None
         return {"x": x, "c": c}
 
+    def encode_partial(self, df: pd.DataFrame) -> tuple[Batch, torch.Tensor]:
+        """Rows with missing cells as a per-row condition: observed cells encoded as in ``encode``, missing
+        ones free (``x`` NaN, ``c`` -1), for imputation. Also returns, per discrete slot, the code that
+        means "missing" (-1: none), so a sampler can reject draws that fill a cell with "missing"."""
+        df = self.check_columns(df)
+        miss = df.isna().to_numpy()
+        filled = df.copy()
+        for j, col in enumerate(self.columns_):       # a valid stand-in, so encode checks only observed cells
+            if miss[:, j].any():
+                filled[col.name] = filled[col.name].astype(object).where(~miss[:, j], self._stand_in(col))
+        batch = self.encode(filled)
+        x, c = batch["x"].clone(), batch["c"].clone()
+        names = [col.name for col in self.columns_]
+        for j, col in enumerate(self.numeric_):
+            m = torch.from_numpy(miss[:, names.index(col.name)].copy())
+            x[:, j] = torch.where(m, float("nan"), x[:, j])
+        missing_code = torch.full((len(self.discrete_),), -1, dtype=torch.long)
+        for k, (col, role) in enumerate(self.discrete_):
+            m = torch.from_numpy(miss[:, names.index(col.name)].copy())
+            c[:, k] = torch.where(m, -1, c[:, k])
+            if role == "state":
+                j = self.numeric_.index(col)
+                x[:, j] = torch.where(c[:, k] > 0, float("nan"), x[:, j])      # a point mass: its slot is noise
+                missing_code[k] = 1 if col.has_missing else -1
+            elif MISSING in col.categories:
+                missing_code[k] = col.categories.index(MISSING)
+        return {"x": x, "c": c}, missing_code
+
+    @staticmethod
+    def _stand_in(col: Column) -> Any:
+        """Some value the column held in training (overwritten before use)."""
+        if col.kind == "datetime":
+            return pd.Timestamp(0) + pd.Timedelta(seconds=col.lo)
+        if col.kind in NUMERIC:
+            return col.lo
+        return next(v for v in col.categories if v not in (MISSING, OTHER))
+
     @staticmethod
     def _from_text(value: str, col: Column) -> Any:
         """A condition typed as text (the CLI's) in the column's own type: "40" -> 40.0, "true" -> True."""
