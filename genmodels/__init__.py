@@ -5,10 +5,21 @@
 ['autoregressive', 'diffusion', 'flow', 'gan', 'gmm', 'kde', 'vae']
 """
 from . import datasets, errors
-from .apps.impute import Imputer
 from .evaluate import evaluate
 from .model import Model, load
 from .registry import list_models
 
 __version__ = "0.1.0"
-__all__ = ["Model", "load", "evaluate", "list_models", "datasets", "errors", "Imputer", "__version__"]
+
+# applications, imported on first use (they pull in scikit-learn)
+_APPS = {"Imputer": "genmodels.apps.impute", "OODDetector": "genmodels.apps.ood", "augment": "genmodels.apps.augment"}
+
+
+def __getattr__(name: str):
+    if name in _APPS:
+        import importlib
+        return getattr(importlib.import_module(_APPS[name]), name)
+    raise AttributeError(f"module 'genmodels' has no attribute {name!r}")
+
+
+__all__ = ["Model", "load", "evaluate", "list_models", "datasets", "errors", "Imputer", "OODDetector", "augment", "__version__"]
