@@ -451,7 +451,8 @@ class TabularCodec:
 
     def encode_partial(self, df: pd.DataFrame) -> tuple[Batch, torch.Tensor]:
         """Rows with missing cells as a per-row condition: observed cells encoded as in ``encode``, missing
-        ones free (``x`` NaN, ``c`` -1), for imputation. Also returns, per discrete slot, the code that
+        ones free (``x`` NaN, ``c`` -1; a numeric column's state slot given as "a value" when it has no
+        point masses), for imputation. Also returns, per discrete slot, the code that
         means "missing" (-1: none), so a sampler can reject draws that fill a cell with "missing"."""
         df = self.check_columns(df)
         miss = df.isna().to_numpy()
@@ -471,6 +472,8 @@ class TabularCodec:
             c[:, k] = torch.where(m, -1, c[:, k])
             if role == "state":
                 j = self.numeric_.index(col)
+                if not col.atoms:          # states {value, missing}: a missing cell is given as "a value"
+                    c[:, k] = torch.where(m, 0, c[:, k])
                 x[:, j] = torch.where(c[:, k] > 0, float("nan"), x[:, j])      # a point mass: its slot is noise
                 missing_code[k] = 1 if col.has_missing else -1
             elif MISSING in col.categories:
