@@ -6,6 +6,8 @@
     genmodels sample DIR -n N -o FILE [--seed N] [--condition COLUMN=VALUE ...] [--force]
     genmodels score DIR DATA -o FILE
     genmodels evaluate DIR DATA [--json] [--train DATA]
+    genmodels detect DIR DATA -o FILE [--contamination C]     (genmodels.apps.anomaly)
+    genmodels impute DIR DATA -o FILE [--strategy mean|draw]  (genmodels.apps.impute)
 
 DATA is a CSV/Parquet path or a built-in data set's name (its training split for ``fit``, its
 test split for ``score`` and ``evaluate``). A user's mistake prints one line on stderr and exits
@@ -26,7 +28,7 @@ import pandas as pd
 EXIT_USER_ERROR = 2
 MAX_SAMPLE_ROWS = 1_000_000     # `sample -n` above this needs --force
 # application modules that add their own command through ``add_cli(subparsers)``
-APP_COMMANDS: tuple[str, ...] = ("genmodels.apps.impute",)
+APP_COMMANDS: tuple[str, ...] = ("genmodels.apps.anomaly", "genmodels.apps.impute")
 WRITERS = {".csv": lambda df, p: df.to_csv(p, index=False), ".parquet": lambda df, p: df.to_parquet(p, index=False)}
 
 
