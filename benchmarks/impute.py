@@ -159,7 +159,7 @@ def render(payload: dict) -> str:
            f"Run {meta['started']} to {meta.get('finished', '?')}; {meta['machine']}; torch threads 1.",
            f"Command: `{meta['command']}`", "",
            "RMSE over the removed cells on min-max-scaled data (mean ± sd over seeds; lower is better); "
-           "20% of cells removed. genmodels: `gm.Imputer()` defaults (gmm, conditional mean of 20 draws).", ""]
+           "20% of cells removed. genmodels: `gm.Imputer()` defaults (gmm, 3 stochastic-EM refits, conditional mean of 20 draws).", ""]
     names = list(dict.fromkeys(df["imputer"]))
     out += ["| data set | mechanism | " + " | ".join(names) + " | genmodels 90% coverage | genmodels best? |",
             "|---|---|" + "---|" * len(names) + "---|---|"]

@@ -92,7 +92,11 @@ class Imputer(TransformerMixin, BaseEstimator):
         seed: seeds the model and the draws (repeatable results).
         strategy: "mean" or "draw" (used when ``n_imputations == 1``).
         n_draws: draws averaged by the "mean" strategy.
-        max_time: training budget in seconds for the neural families.
+        max_time: training budget in seconds for the neural families (per fit).
+        refits: rounds of stochastic EM after the first fit: the table is completed by one conditional
+            draw per missing cell and the model refitted on it (Celeux & Diebolt 1985). The first fit
+            learns "missing" as a state, with noise in its place, which blurs how columns relate;
+            refits learn the relations from completed rows. 0: keep the first fit.
         **kw: hyper-parameters of the family and ``Model`` (``num_threads``, ``codec``, ...).
 
     >>> import numpy as np, genmodels as gm
@@ -103,33 +107,36 @@ class Imputer(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, family: str | None = None, n_imputations: int = 1, seed: int | None = None,
-                 strategy: str = "mean", n_draws: int = 20, max_time: float | None = None, **kw: Any):
+                 strategy: str = "mean", n_draws: int = 20, max_time: float | None = None, refits: int = 3,
+                 **kw: Any):
         self.family = family
         self.n_imputations = n_imputations
         self.seed = seed
         self.strategy = strategy
         self.n_draws = n_draws
         self.max_time = max_time
+        self.refits = refits
         self.kw = kw
 
     # scikit-learn's parameter protocol, with the family's hyper-parameters as parameters of their own
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {"family": self.family, "n_imputations": self.n_imputations, "seed": self.seed,
-                "strategy": self.strategy, "n_draws": self.n_draws, "max_time": self.max_time, **self.kw}
+                "strategy": self.strategy, "n_draws": self.n_draws, "max_time": self.max_time,
+                "refits": self.refits, **self.kw}
 
     def set_params(self, **params: Any) -> "Imputer":
         for k, v in params.items():
-            if k in ("family", "n_imputations", "seed", "strategy", "n_draws", "max_time"):
+            if k in ("family", "n_imputations", "seed", "strategy", "n_draws", "max_time", "refits"):
                 setattr(self, k, v)
             else:
                 self.kw[k] = v
         return self
 
     def _check_params(self) -> None:
-        for name in ("n_imputations", "n_draws"):
+        for name, least in (("n_imputations", 1), ("n_draws", 1), ("refits", 0)):
             v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < least:
+                raise ConfigError(f"{name} must be an integer >= {least}, got {v!r}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
 
@@ -137,9 +144,18 @@ class Imputer(TransformerMixin, BaseEstimator):
         from ..model import Model
         self._check_params()
         df = _as_frame(X)
-        model = Model(self.family or DEFAULT_FAMILY, seed=0 if self.seed is None else self.seed, **self.kw)
+        seed = 0 if self.seed is None else self.seed
+        make = lambda: Model(self.family or DEFAULT_FAMILY, seed=seed, **self.kw)   # noqa: E731
+        model = make()
         model._check_conditional("impute missing values")        # before a long fit, not after
-        self.model_ = model.fit(df, max_time=self.max_time, verbose=False)
+        model.fit(df, max_time=self.max_time, verbose=False)
+        if df.isna().to_numpy().any():
+            for r in range(self.refits):      # stochastic EM: complete by a draw, refit on the completed table
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")           # all-missing rows: said once, at transform
+                    done = fill(model, df, "draw", seed=seed + 7919 * (r + 1))
+                model = make().fit(done, max_time=self.max_time, verbose=False)
+        self.model_ = model
         self.n_features_in_ = df.shape[1]
         if isinstance(X, pd.DataFrame):
             self.feature_names_in_ = np.asarray(X.columns, dtype=object)
