@@ -41,6 +41,7 @@ from ..errors import (
     NotFittedError,
 )
 from ..model import Model
+from . import KeywordParams
 
 # Chosen by measurement (benchmarks/anomaly.py; results in benchmarks/results/anomaly.md). On the 17
 # ODDS sets with PyOD's protocol (contaminated training data, standardised features), selection
@@ -64,7 +65,7 @@ def likelihood_families() -> list[str]:
     return [f for f in sorted(registry.FAMILIES) if registry.family(f).likelihood != "none"]
 
 
-class AnomalyDetector:
+class AnomalyDetector(KeywordParams):
     """Outlier detector scoring rows by negative log-likelihood under a ``genmodels.Model``.
 
     Follows PyOD's ``BaseDetector``: ``fit`` returns self and sets ``decision_scores_`` (training
@@ -107,19 +108,7 @@ class AnomalyDetector:
 
     # ------------------------------------------------------------------ scikit-learn parameters
     _EXPLICIT = ("family", "contamination", "seed", "num_threads", "max_time", "device")
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor arguments, hyper-parameters included (scikit-learn's ``clone`` rebuilds from these)."""
-        return {**{k: getattr(self, k) for k in self._EXPLICIT}, **self.hyperparameters}
-
-    def set_params(self, **params: Any) -> AnomalyDetector:
-        """Set constructor arguments; unknown names become family hyper-parameters (checked in fit)."""
-        for key, value in params.items():
-            if key in self._EXPLICIT:
-                setattr(self, key, value)
-            else:
-                self.hyperparameters[key] = value
-        return self
+    _KW = "hyperparameters"
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())

@@ -31,6 +31,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..errors import ConfigError, NotFittedError
+from . import KeywordParams
 
 STRATEGIES = ("mean", "draw")
 DEFAULT_FAMILY = "gmm"
@@ -83,7 +84,7 @@ def _is_numeric(s: pd.Series, model, name: str) -> bool:
     return kind in ("continuous", "integer") if kind else pd.api.types.is_numeric_dtype(s.dtype)
 
 
-class Imputer(TransformerMixin, BaseEstimator):
+class Imputer(KeywordParams, TransformerMixin, BaseEstimator):
     """Fill missing cells from a generative model's conditional distribution (see the module docstring).
 
     Args:
@@ -106,6 +107,8 @@ class Imputer(TransformerMixin, BaseEstimator):
     False
     """
 
+    _EXPLICIT = ("family", "n_imputations", "seed", "strategy", "n_draws", "max_time", "refits")
+
     def __init__(self, family: str | None = None, n_imputations: int = 1, seed: int | None = None,
                  strategy: str = "mean", n_draws: int = 20, max_time: float | None = None, refits: int = 3,
                  **kw: Any):
@@ -117,20 +120,6 @@ class Imputer(TransformerMixin, BaseEstimator):
         self.max_time = max_time
         self.refits = refits
         self.kw = kw
-
-    # scikit-learn's parameter protocol, with the family's hyper-parameters as parameters of their own
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {"family": self.family, "n_imputations": self.n_imputations, "seed": self.seed,
-                "strategy": self.strategy, "n_draws": self.n_draws, "max_time": self.max_time,
-                "refits": self.refits, **self.kw}
-
-    def set_params(self, **params: Any) -> "Imputer":
-        for k, v in params.items():
-            if k in ("family", "n_imputations", "seed", "strategy", "n_draws", "max_time", "refits"):
-                setattr(self, k, v)
-            else:
-                self.kw[k] = v
-        return self
 
     def _check_params(self) -> None:
         for name, least in (("n_imputations", 1), ("n_draws", 1), ("refits", 0)):
