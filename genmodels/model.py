@@ -259,7 +259,7 @@ class Model:
         rows = np.flatnonzero(miss.any(1))
         self.impute_info_ = {"rows": int(len(rows)), "cells": int(miss.sum()), "rounds": 0, "unresolved_rows": 0}
         if not len(rows):
-            return out.to_numpy(copy=True) if self.codec_.input_ == "ndarray" and isinstance(data, np.ndarray) else out
+            return out.to_numpy(copy=True) if isinstance(data, np.ndarray) else out
         cond, missing_code = self.codec_.encode_partial(df.iloc[rows])
         g = torch.Generator(self.module_.device).manual_seed(self._next_seed(seed))
         drawn = {"x": torch.zeros_like(cond["x"]), "c": torch.zeros_like(cond["c"])}

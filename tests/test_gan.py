@@ -17,13 +17,10 @@ from genmodels.core import Spec
 from genmodels.errors import ConfigError, DataError, NoLikelihoodError
 from genmodels.families.gan import GAN, VAL_SEED, energy_distance, gradient_penalty
 from genmodels.train import evaluate_loss
+from known_table import MU, P_COLOUR, SHAPE, SHAPES, freqs, table
 
 torch.set_num_threads(1)
 
-P_COLOUR = {"red": 0.2, "green": 0.3, "blue": 0.5}
-MU = {"red": -4.0, "green": 0.0, "blue": 4.0}
-SHAPES = ["circle", "square", "triangle"]
-SHAPE = {"red": [0.7, 0.2, 0.1], "green": [0.1, 0.6, 0.3], "blue": [0.3, 0.3, 0.4]}
 SMALL = dict(hidden=(16,), critic_hidden=(16,), embedding_dim=8, n_modes=3, pac=2)
 # A short budget that learns the table (600 steps): pac=1 (each row its own critic input) learned the
 # conditionals clearly better than pac=10 in a few hundred steps, a critic twice as fast as the generator
@@ -33,22 +30,9 @@ FIT = dict(hidden=(128, 128), critic_hidden=(128, 128), embedding_dim=32, pac=1,
            batch_size=250, warmup_steps=20, ema=0.99)
 
 
-def table(n: int = 2000, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    colour = rng.choice(list(P_COLOUR), n, p=list(P_COLOUR.values()))
-    u = rng.random(n)
-    shape = np.array(SHAPES)[(u[:, None] > np.cumsum([SHAPE[c] for c in colour], 1)).sum(1)]
-    return pd.DataFrame({"colour": colour, "size": np.array([MU[c] for c in colour]) + rng.standard_normal(n),
-                         "shape": shape})
-
-
-def freqs(s: pd.Series, values: list[str]) -> np.ndarray:
-    return s.value_counts(normalize=True).reindex(values, fill_value=0.0).to_numpy()
-
-
 @pytest.fixture(scope="module")
 def data() -> pd.DataFrame:
-    return table()
+    return table(2000, count=False)
 
 
 @pytest.fixture(scope="module")

@@ -141,17 +141,8 @@ class AnomalyDetector(KeywordParams):
     # ------------------------------------------------------------------ data
     @staticmethod
     def _table(X: Any) -> pd.DataFrame:
-        if isinstance(X, pd.DataFrame):
-            return X
-        if isinstance(X, (str, os.PathLike)):
-            return registry.codec("tabular").coerce(X)
-        arr = np.asarray(X) if isinstance(X, (list, tuple)) else X
-        if not isinstance(arr, np.ndarray):
-            raise DataError(f"X must be a 2-D array, a DataFrame or a CSV/Parquet path, not a {type(X).__name__}")
-        if arr.ndim != 2:
-            raise DataError(f"X must be 2-D (rows x columns), got shape {arr.shape}; use x.reshape(-1, 1) "
-                            "for a single column")
-        return pd.DataFrame(arr, columns=[f"x{i}" for i in range(arr.shape[1])])
+        """The codec's own coercion (DataFrame, 2-D array, CSV/Parquet path); lists of rows too."""
+        return registry.codec("tabular").coerce(np.asarray(X) if isinstance(X, (list, tuple)) else X)
 
     def _split(self, X: Any, fitting: bool) -> tuple[pd.DataFrame, np.ndarray]:
         """(columns the model sees, the constant-column part of the score)."""

@@ -65,18 +65,16 @@ LABEL = "__label__"
 
 # =========================================================================== input checks
 def _as_frame(X: Any) -> pd.DataFrame:
-    if isinstance(X, pd.DataFrame):
-        if X.shape[1] == 0:
-            raise DataError("X has no columns; give at least one feature column")
-        names = pd.Index([str(c) for c in X.columns])       # the codec names columns by their str
-        if names.duplicated().any():
-            raise DataError(f"X has duplicate column names {list(names[names.duplicated()])}; rename them")
-        return X.reset_index(drop=True).set_axis(names, axis=1)
-    if isinstance(X, np.ndarray):
-        if X.ndim != 2 or X.shape[1] == 0:
-            raise DataError(f"X must be a 2-D array (rows x columns) with at least one column, got shape {X.shape}")
-        return pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
-    raise DataError(f"X must be a pandas DataFrame or a 2-D numpy array, not a {type(X).__name__}")
+    """The codec's coercion, then column names as the codec sees them (str), unique, and a fresh index."""
+    X = registry.codec("tabular").coerce(X)
+    if X.shape[1] == 0:
+        raise DataError("X has no columns; give at least one feature column")
+    names = pd.Index([str(c) for c in X.columns])
+    if names.duplicated().any():
+        raise DataError(f"X has duplicate column names {list(names[names.duplicated()])}; rename them")
+    out = X.reset_index(drop=True).set_axis(names, axis=1)
+    out.attrs.clear()      # a frame of our own: models fitted on it give DataFrames back, arrays or not
+    return out
 
 
 def _as_labels(y: Any, n_rows: int) -> np.ndarray:

@@ -157,7 +157,7 @@ class Imputer(KeywordParams, TransformerMixin, BaseEstimator):
         df = _as_frame(X)
         if not df.isna().to_numpy().any():
             warnings.warn("the data has no missing cell; returned unchanged", UserWarning, stacklevel=2)
-            return X.copy()
+            return self._like(X, df.copy())
         seed = None if self.seed is None else self.seed + 1
         if self.n_imputations == 1:
             return self._like(X, fill(self.model_, df, self.strategy, self.n_draws, seed))
@@ -199,12 +199,12 @@ def cmd_impute(args: argparse.Namespace) -> None:
     from ..model import load
     model = load(args.model_dir)
     df = _as_frame(_data(args.data, "test"))
-    if not df.isna().to_numpy().any():
+    miss = df.isna().to_numpy()
+    if not miss.any():
         _console(stderr=True).print("warning: the data has no missing cell; written unchanged")
-    out = fill(model, df, args.strategy, args.draws, args.seed) if df.isna().to_numpy().any() else df
-    _write(out, args.output)
-    _console(stderr=True).print(f"filled {int(df.isna().to_numpy().sum())} missing cells in "
-                                f"{int(df.isna().any(axis=1).sum())} rows; wrote {args.output}")
+    _write(fill(model, df, args.strategy, args.draws, args.seed) if miss.any() else df, args.output)
+    _console(stderr=True).print(f"filled {int(miss.sum())} missing cells in {int(miss.any(1).sum())} rows; "
+                                f"wrote {args.output}")
 
 
 def add_cli(sub: Any) -> None:

@@ -118,15 +118,8 @@ def ood_metrics(scores_in: Any, scores_out: Any, tpr: float = 0.95) -> dict[str,
 
 # =========================================================================== perturbation
 def _as_frame(X: Any) -> tuple[pd.DataFrame, bool]:
-    """(DataFrame, was an ndarray) from a DataFrame or 2-D array."""
-    if isinstance(X, pd.DataFrame):
-        return X.reset_index(drop=True), False
-    if isinstance(X, np.ndarray):
-        if X.ndim != 2:
-            raise DataError(f"a table must be a 2-D array (rows x columns), got shape {X.shape}")
-        return pd.DataFrame(X), True
-    raise DataError(f"the built-in perturbations need a DataFrame or a 2-D numpy array, not a "
-                    f"{type(X).__name__}; pass background= (a Model) for other data")
+    """(DataFrame, was an ndarray) by the codec's coercion (DataFrame, 2-D array or CSV/Parquet path)."""
+    return registry.codec("tabular").coerce(X).reset_index(drop=True), isinstance(X, np.ndarray)
 
 
 def perturb(X: Any, kind: str = "resample", rate: float = 0.2, seed: int = 0) -> Any:
