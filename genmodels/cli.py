@@ -3,13 +3,13 @@
     genmodels models [--modality M]
     genmodels datasets
     genmodels fit DATA --model FAMILY --out DIR [--max-time S] [--seed N] [--set key=value ...]
-    genmodels sample DIR -n N -o FILE [--seed N] [--condition COLUMN=VALUE ...] [--force]
+    genmodels sample DIR -n N -o FILE|FOLDER [--seed N] [--condition COLUMN=VALUE ...] [--set OPTION=VALUE] [--force]
     genmodels score DIR DATA -o FILE
     genmodels evaluate DIR DATA [--json] [--train DATA]
     genmodels detect DIR DATA -o FILE [--contamination C]     (genmodels.apps.anomaly)
     genmodels impute DIR DATA -o FILE [--strategy mean|draw]  (genmodels.apps.impute)
 
-DATA is a CSV/Parquet path or a built-in data set's name (its training split for ``fit``, its
+DATA is a CSV/Parquet path, a folder of images or a built-in data set's name (its training split for ``fit``, its
 test split for ``score`` and ``evaluate``). A user's mistake prints one line on stderr and exits
 with status 2; a bug prints its traceback.
 """
@@ -80,12 +80,15 @@ def _write(df: pd.DataFrame, path: str) -> None:
 
 def cmd_models(args: argparse.Namespace) -> None:
     from . import registry
-    names = registry.list_models(args.modality)
-    width = max(map(len, names))
-    for name in names:
-        cls = registry.family(name)
+    modalities = [args.modality] if args.modality else sorted(registry.CODECS)
+    rows = [(name, m, registry.family(name, m)) for m in modalities for name in registry.list_models(m)]
+    width = max(len(name) for name, _, _ in rows)
+    for name, m, cls in rows:
         cond = "yes" if cls.conditional else "no"
-        print(f"{name:{width}s}  likelihood={cls.likelihood:5s}  conditional={cond:3s}  modalities={','.join(cls.modalities)}")
+        print(f"{name:{width}s}  modality={m:8s} likelihood={cls.likelihood:5s}  conditional={cond}")
+    aliases = {a: n for a, n in registry.ALIASES.items() if any(n == r[0] for r in rows)}
+    if aliases:
+        print("aliases: " + ", ".join(f"{a} = {n}" for a, n in aliases.items()))
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
@@ -101,7 +104,9 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 def cmd_fit(args: argparse.Namespace) -> None:
     from .model import Model
     hyper = _pairs(args.set, "--set")
-    codec = {"column_kinds": _pairs(args.kind, "--kind", parse=False)} if args.kind else None
+    codec = _pairs(args.codec, "--codec")
+    if args.kind:
+        codec["column_kinds"] = _pairs(args.kind, "--kind", parse=False)
     model = Model(args.model, seed=args.seed, device=args.device, num_threads=args.threads, codec=codec, **hyper)
     data = _data(args.data, "train")
     model.fit(data, max_time=args.max_time, max_epochs=args.max_epochs, max_steps=args.max_steps,
@@ -119,11 +124,35 @@ def cmd_sample(args: argparse.Namespace) -> None:
         raise ConfigError(f"-n {args.n} is more than {MAX_SAMPLE_ROWS:,} rows, which may exhaust memory and disk; "
                           "add --force to draw them anyway, or sample in several smaller runs with different --seed")
     model = load(args.model_dir, device=args.device)
-    out = model.sample(args.n, seed=args.seed, condition=_pairs(args.condition, "--condition", parse=False) or None)
+    out = model.sample(args.n, seed=args.seed, condition=_pairs(args.condition, "--condition", parse=False) or None,
+                       **_pairs(args.set, "--set"))
+    _console(stderr=True).print(SAMPLE_WRITERS[model.modality_](model, out, args.output))
+
+
+def _write_rows(model: Any, out: Any, path: str) -> str:
     if isinstance(out, np.ndarray):
         out = pd.DataFrame(out, columns=[c.name for c in model.codec_.columns_])
-    _write(out, args.output)
-    _console(stderr=True).print(f"wrote {len(out)} rows to {args.output}")
+    _write(out, path)
+    return f"wrote {len(out)} rows to {path}"
+
+
+def _write_images(model: Any, out: np.ndarray, path: str) -> str:
+    """A folder of PNG files and grid.png, or one .npy array, or one .png grid."""
+    from .codecs.image import save_grid, write_png
+    p = Path(path)
+    if p.suffix.lower() == ".npy":
+        p.parent.mkdir(parents=True, exist_ok=True)
+        np.save(p, out)
+        return f"wrote {len(out)} images as an array {out.shape} to {p}"
+    if p.suffix.lower() == ".png":
+        save_grid(out, p)
+        return f"wrote a grid of {len(out)} images to {p}"
+    write_png(out, p)
+    save_grid(out[:256], p / "grid.png")
+    return f"wrote {len(out)} PNG images and grid.png to {p}/"
+
+
+SAMPLE_WRITERS = {"tabular": _write_rows, "image": _write_images}
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -131,8 +160,15 @@ def cmd_score(args: argparse.Namespace) -> None:
     model = load(args.model_dir, device=args.device)
     lp = model.log_prob(_data(args.data, "test"))
     column = "log_likelihood" if model.likelihood == "exact" else "log_likelihood_bound"
-    _write(pd.DataFrame({column: lp}), args.output)
-    _console(stderr=True).print(f"wrote {len(lp)} {column} values (nats per row, mean {lp.mean():.4f}) to {args.output}")
+    table = pd.DataFrame({column: lp})
+    extra = ""
+    if model.modality_ == "image":                  # nats per image, and the field's unit
+        from .metrics.likelihood import bits_per_dim
+        table["bits_per_dim"] = bits_per_dim(lp, model.codec_.n_dims)
+        extra = f", {table['bits_per_dim'].mean():.4f} bits/dim"
+    _write(table, args.output)
+    _console(stderr=True).print(f"wrote {len(lp)} {column} values (nats per example, mean {lp.mean():.4f}{extra}) "
+                                f"to {args.output}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -173,17 +209,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="hyper-parameter, e.g. --set n_components=5")
     s.add_argument("--kind", action="append", metavar="COLUMN=KIND", help="override a column kind")
+    s.add_argument("--codec", action="append", metavar="KEY=VALUE",
+                   help="codec option, e.g. --codec size=[32,32] (images) or --codec atoms=none (tables)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted run saved in --out")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_fit)
 
-    s = sub.add_parser("sample", help="draw synthetic rows from a saved model")
+    s = sub.add_parser("sample", help="draw new examples from a saved model")
     s.add_argument("model_dir")
     s.add_argument("-n", type=int, required=True)
-    s.add_argument("-o", "--output", required=True, help=".csv or .parquet")
+    s.add_argument("-o", "--output", required=True,
+                   help="tables: .csv or .parquet; images: a folder (PNG files and grid.png), a .png grid or .npy")
+    s.add_argument("--set", action="append", metavar="OPTION=VALUE",
+                   help="the family's sampling option, e.g. --set guidance=2.0 --set steps=100 (image diffusion)")
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--condition", action="append", metavar="COLUMN=VALUE",
-                   help="sample given this column value (families that can condition)")
+                   help="sample given this column value, or label=CLASS for images (families that can condition)")
     s.add_argument("--force", action="store_true", help=f"allow -n above {MAX_SAMPLE_ROWS:,}")
     s.set_defaults(func=cmd_sample)
 

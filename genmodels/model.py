@@ -74,16 +74,10 @@ class Model:
         self.num_threads = num_threads
         self.codec = dict(codec or {})
         self.hyperparameters = hyperparameters
-        cls = registry.family(family)                       # unknown names fail here, with the list
-        if modality is not None:
-            registry.codec(modality)
-        allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "spec", "args", "kwargs"}
-        unknown = set(hyperparameters) - allowed - TRAIN_KEYS
-        if unknown:
-            first = sorted(unknown)[0]
-            raise ConfigError(f"unknown hyper-parameters {sorted(unknown)} for {family!r}"
-                              f"{registry.suggest(first, allowed | TRAIN_KEYS)}; its own are "
-                              f"{sorted(allowed)}, the training loop's are {sorted(TRAIN_KEYS)}")
+        registry.canonical(family)                          # unknown names fail here, with the list
+        # before the data says which modality this is, a hyper-parameter of any modality's class is allowed
+        self._check_hyperparameters([registry.family(family, modality)] if modality is not None
+                                    else registry.family_classes(family))
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise ConfigError(f"seed must be an integer, got {seed!r}")
         if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
@@ -91,6 +85,25 @@ class Model:
         self._sample_calls = 0
 
     # ------------------------------------------------------------------ helpers
+    def _check_hyperparameters(self, classes: list) -> None:
+        allowed = set().union(*(inspect.signature(c.__init__).parameters for c in classes)) \
+            - {"self", "spec", "args", "kwargs"}
+        unknown = set(self.hyperparameters) - allowed - TRAIN_KEYS
+        if unknown:
+            first = sorted(unknown)[0]
+            where = f" for {self.modality_}" if hasattr(self, "modality_") else ""
+            raise ConfigError(f"unknown hyper-parameters {sorted(unknown)} for {self.family!r}{where}"
+                              f"{registry.suggest(first, allowed | TRAIN_KEYS)}; its own are "
+                              f"{sorted(allowed)}, the training loop's are {sorted(TRAIN_KEYS)}")
+
+    @property
+    def _modality(self) -> str:
+        """The modality this model is (or, before fit, will most likely be) about."""
+        return getattr(self, "modality_", None) or self.modality or "tabular"
+
+    def _family_class(self):
+        return registry.family(self.family, self._modality)
+
     def __repr__(self) -> str:
         args = [repr(self.family)] + [f"{k}={v!r}" for k, v in self.hyperparameters.items()]
         return f"Model({', '.join(args)}{', fitted' if hasattr(self, 'module_') else ''})"
@@ -117,8 +130,9 @@ class Model:
     @property
     def likelihood(self) -> str:
         """"exact", "bound" or "none": the family's, demoted to "bound" when the codec dequantizes."""
-        own = registry.family(self.family).likelihood
-        if own == "exact" and hasattr(self, "codec_") and self.codec_.bound_reasons:
+        cls = self._family_class()
+        own = cls.likelihood
+        if own == "exact" and hasattr(self, "codec_") and self.codec_.bound_reasons and not cls.exact_on_discrete:
             return "bound"
         return own
 
@@ -129,7 +143,8 @@ class Model:
             if registry.codec(name).accepts(data):
                 return name
         raise DataError(f"cannot tell what kind of data a {type(data).__name__} is; give a DataFrame, a numpy "
-                        f"array or a path to a CSV/Parquet file, or pass modality= (one of {sorted(registry.CODECS)})")
+                        f"array, a path to a CSV/Parquet file or to a folder of images, or pass modality= "
+                        f"(one of {sorted(registry.CODECS)})")
 
     # ------------------------------------------------------------------ fit
     def fit(self, data: Any, max_time: float | None = None, max_epochs: int | None = None,
@@ -151,6 +166,10 @@ class Model:
         with self._threads():
             modality = self._infer_modality(data)
             codec_cls = registry.codec(modality)
+            family_cls = registry.family(self.family, modality)      # a family without this modality fails here
+            if not resume:
+                self.modality_ = modality
+                self._check_hyperparameters([family_cls])
             raw = codec_cls.coerce(data)
             device = _resolve_device(self.device)
             resume_state = None
@@ -158,7 +177,6 @@ class Model:
                 resume_state = self._restore(ckpt, resume=True)        # codec_ and module_ from the checkpoint
             else:
                 self.codec_ = codec_cls(**self.codec).fit(raw)
-                self.modality_ = modality
             encoded = self.codec_.encode(raw)
             n = len(encoded["log_w"])                                  # one entry per row, whatever the layout
             g = torch.Generator().manual_seed(self.seed)
@@ -168,7 +186,7 @@ class Model:
             tr = {k: v[perm[n_val:]] for k, v in encoded.items()}
             if not resume:
                 torch.manual_seed(self.seed)                          # weight init is repeatable
-                self.module_ = registry.family(self.family)(self.codec_.spec(), **self._family_kwargs())
+                self.module_ = family_cls(self.codec_.spec(), **self._family_kwargs())
             self.module_.to(device)
             if not resume and not self.module_.closed_form:
                 self.module_.prepare(self.codec_.dequantize({k: v.to(device) for k, v in tr.items()},
@@ -200,14 +218,20 @@ class Model:
         return row_hashes(raw) if self.modality_ == "tabular" else np.zeros(0, dtype=np.int64)
 
     # ------------------------------------------------------------------ use
-    def sample(self, n: int, seed: int | None = None, condition: dict[str, Any] | None = None) -> Any:
-        """``n`` new examples as raw data (tabular: a DataFrame with the training schema).
+    def sample(self, n: int, seed: int | None = None, condition: dict[str, Any] | None = None,
+               **options: Any) -> Any:
+        """``n`` new examples as raw data (tabular: a DataFrame with the training schema; images: uint8
+        arrays in the training layout).
 
-        condition: ``{"column": value, ...}``: rows drawn from the model's conditional distribution
-        given those values, which they hold exactly (families with ``conditional = True``).
+        condition: ``{"column": value, ...}`` (images: ``{"label": 7}``): examples drawn from the model's
+            conditional distribution given those values, which they hold exactly (families with
+            ``conditional = True``).
+        **options: the family's own sampling options, e.g. ``guidance=2.0, steps=50`` for image diffusion,
+            ``temperature=0.8`` for an image flow (see the family's ``sample``).
         """
         n = _check_n(n)
         self._check_fitted("sample")
+        self._check_sample_options(options)
         cond = self._encode_condition(condition)
         seed = self._next_seed(seed)
         g = torch.Generator(self.module_.device).manual_seed(seed)
@@ -215,8 +239,10 @@ class Model:
         with self._threads(), torch.no_grad():
             for i in range(0, n, _CHUNK):
                 m = min(_CHUNK, n - i)
-                given = None if cond is None else {k: v.expand(m, -1).to(self.module_.device) for k, v in cond.items()}
-                parts.append({k: v.cpu() for k, v in self.module_.sample(m, condition=given, generator=g).items()})
+                given = None if cond is None else {k: v.expand(m, *v.shape[1:]).to(self.module_.device)
+                                                   for k, v in cond.items()}
+                out = self.module_.sample(m, condition=given, generator=g, **options)
+                parts.append({k: v.cpu() for k, v in out.items()})
         batch = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         out = self.codec_.decode(batch, generator=torch.Generator().manual_seed(int(seed)))
         return out if cond is None else self.codec_.apply_condition(out, condition)
@@ -228,10 +254,21 @@ class Model:
             self._sample_calls += 1
         return int(seed)
 
+    def _check_sample_options(self, options: dict[str, Any]) -> None:
+        """Options the family's ``sample`` does not take fail here, by name, with the ones it does take."""
+        params = inspect.signature(self.module_.sample).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return
+        known = set(params) - {"n", "condition", "generator"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"unknown sampling option(s) {unknown} for {self.family!r}{registry.suggest(unknown[0], known)}; "
+                              f"it takes {sorted(known) or 'none'}")
+
     def _check_conditional(self, what: str) -> None:
         """A clear error when this family cannot condition (checked on the class: works before fit)."""
-        if not registry.family(self.family).conditional:
-            able = [f for f in registry.FAMILIES if registry.family(f).conditional]
+        if not self._family_class().conditional:
+            able = registry.families_where(self._modality, lambda c: c.conditional)
             raise ConfigError(f"the {self.family!r} family cannot {what}; families that can: {able}")
 
     def _encode_condition(self, condition: dict[str, Any] | None) -> Batch | None:
@@ -292,7 +329,7 @@ class Model:
         """
         self._check_fitted("log_prob")
         if self.likelihood == "none":
-            have = [f for f in registry.FAMILIES if registry.family(f).likelihood != "none"]
+            have = registry.families_where(self._modality, lambda c: c.likelihood != "none")
             raise NoLikelihoodError(f"the {self.family!r} family has no likelihood; use one of {have} to score data")
         raw = self.codec_.coerce(data)
         batch = self.codec_.encode(raw)
@@ -304,9 +341,22 @@ class Model:
             g = torch.Generator(dev).manual_seed(self.seed)
             for i in range(0, n, _CHUNK):
                 b = self.codec_.dequantize({k: v[i:i + _CHUNK].to(dev) for k, v in batch.items()}, g)
-                lp = self.module_.log_prob(b).double() + self.codec_.log_det(b)
-                out[i:i + _CHUNK] = lp.cpu().numpy()
+                out[i:i + _CHUNK] = self._log_prob_batch(b).cpu().numpy()
         return out
+
+    def _log_prob_batch(self, b: Batch) -> torch.Tensor:
+        """Raw-unit log-likelihoods of one batch. Rows without a label (-1) scored by a model that learned
+        labels get the marginal log p(x) = logsumexp_k [log p(x | k) + log pi_k] over the training classes."""
+        lp = self.module_.log_prob(b).double() + self.codec_.log_det(b)
+        prior = getattr(self.codec_, "label_log_prior", None)
+        if prior is None or "label" not in b or not (b["label"] < 0).any():
+            return lp
+        free = b["label"] < 0
+        rows = {k: v[free] for k, v in b.items()}
+        per_class = [self.module_.log_prob({**rows, "label": torch.full_like(rows["label"], k)}).double()
+                     + self.codec_.log_det(rows) + float(prior[k]) for k in range(len(prior))]
+        lp[free] = torch.logsumexp(torch.stack(per_class), dim=0)
+        return lp
 
     def score_samples(self, X: Any) -> np.ndarray:
         """scikit-learn alias of ``log_prob``."""
@@ -346,7 +396,7 @@ class Model:
         try:
             self.modality_ = config["modality"]
             self.codec_ = registry.codec(self.modality_).from_state(config["codec"])
-            cls = registry.family(config["family"])
+            cls = registry.family(config["family"], self.modality_)
             self.module_ = cls(Spec.from_json(config["spec"]), **config["module_config"])
             self.module_.load_state_dict(checkpoint.load(path, "model"))
             self.train_hashes_ = checkpoint.load(path, "data")["train_hashes"].numpy()

@@ -117,7 +117,7 @@ class _NoLikelihood(GenerativeModule):
 
 
 def test_family_without_likelihood_refuses_log_prob(monkeypatch):
-    monkeypatch.setitem(registry.FAMILIES, "dummy", f"{__name__}:_NoLikelihood")
+    monkeypatch.setitem(registry.FAMILIES, "dummy", {"tabular": f"{__name__}:_NoLikelihood"})
     m = gm.Model("dummy").fit(np.ones((10, 2)), verbose=False)
     assert m.likelihood == "none" and m.sample(3).shape == (3, 2)
     with pytest.raises(NoLikelihoodError, match="no likelihood; use one of"):

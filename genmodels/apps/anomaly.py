@@ -62,7 +62,7 @@ _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 def likelihood_families() -> list[str]:
     """Registered families that can score data (``likelihood`` is "exact" or "bound")."""
-    return [f for f in sorted(registry.FAMILIES) if registry.family(f).likelihood != "none"]
+    return registry.families_where("tabular", lambda c: c.likelihood != "none")
 
 
 class AnomalyDetector(KeywordParams):

@@ -164,7 +164,7 @@ def _resolve_mode(mode: str, family: str) -> str:
         raise ConfigError(f"mode={mode!r} is not one; use one of {MODES}")
     cls = registry.family(family)                    # an unknown family fails here, with the list
     if mode == "joint" and not cls.conditional:
-        able = [f for f in registry.FAMILIES if registry.family(f).conditional]
+        able = registry.families_where("tabular", lambda c: c.conditional)
         raise ConfigError(f"mode='joint' needs a family with conditional sampling ({able}); "
                           f"{family!r} has none: use mode='per_class'")
     if mode == "auto":

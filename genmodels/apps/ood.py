@@ -173,7 +173,7 @@ def _check_likelihood_model(model: Any, role: str) -> None:
     if not isinstance(model, Model):
         raise ConfigError(f"the {role} must be a genmodels.Model, got {type(model).__name__}")
     if registry.family(model.family).likelihood == "none":
-        have = [f for f in registry.FAMILIES if registry.family(f).likelihood != "none"]
+        have = registry.families_where("tabular", lambda c: c.likelihood != "none")
         raise NoLikelihoodError(f"OOD detection scores inputs by likelihood, and the {model.family!r} family "
                                 f"has none; use a {role} of one of the families {have}")
 

@@ -156,8 +156,10 @@ class TabularCodec:
     # ------------------------------------------------------------------ raw input
     @staticmethod
     def accepts(data: Any) -> bool:
-        if isinstance(data, (pd.DataFrame, pd.Series, np.ndarray)):
+        if isinstance(data, (pd.DataFrame, pd.Series)):
             return True
+        if isinstance(data, np.ndarray):
+            return data.ndim <= 2            # (n, H, W[, C]) arrays are images
         return isinstance(data, (str, os.PathLike)) and Path(data).suffix.lower() in TABLE_SUFFIXES
 
     @staticmethod
