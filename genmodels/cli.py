@@ -176,6 +176,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .model import load
     model = load(args.model_dir, device=args.device)
     train = _data(args.train, "train") if args.train else None
+    if train is None and model.modality_ == "image" and not Path(args.data).exists():
+        train = _data(args.data, "train")       # a built-in image set: its training split is the reference
     metrics = evaluate(model, _data(args.data, "test"), train=train, seed=args.seed)
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -239,7 +241,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("data")
     s.add_argument("--json", action="store_true")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--train", default=None, help="training data: adds distance-to-closest-record metrics")
+    s.add_argument("--train", default=None, help="training data: adds distance-to-closest-record metrics (tables); the reference set "
+                   "and feature-net data (images; defaults to a built-in set's training split)")
     s.set_defaults(func=cmd_evaluate)
 
     for module in APP_COMMANDS:

@@ -58,7 +58,14 @@ def evaluate_tabular(model: Model, data: Any, *, train: Any = None, n_samples: i
     return out
 
 
-EVALUATORS: dict[str, Callable[..., dict[str, float]]] = {"tabular": evaluate_tabular}
+def evaluate_images(model: Model, data: Any, **options: Any) -> dict[str, float]:
+    """Bits/dim, and the sample metrics in a small classifier's feature space with their real-vs-real
+    floors (``genmodels.metrics.image.evaluate_images``; needs ``train=``, the training images)."""
+    from .metrics.image import evaluate_images as run
+    return run(model, data, **options)
+
+
+EVALUATORS: dict[str, Callable[..., dict[str, float]]] = {"tabular": evaluate_tabular, "image": evaluate_images}
 
 
 def evaluate(model: Model, data: Any, **options: Any) -> dict[str, float]:

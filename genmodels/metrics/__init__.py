@@ -1,4 +1,7 @@
-"""Evaluation metrics: plain functions over numpy arrays and pandas DataFrames."""
+"""Evaluation metrics: plain functions over numpy arrays and pandas DataFrames.
+
+Image metrics live in ``genmodels.metrics.image`` (imported on use: they need torch and Pillow).
+"""
 from .likelihood import bits_per_dim, nats_to_bits, summarize_log_likelihood
 from .samples import c2st_auroc, mmd_rbf, table_to_features
 from .tabular import (copy_rate, copy_rate_from_hashes, correlation_difference,
