@@ -66,6 +66,8 @@ class GenerativeModule(nn.Module):
     closed_form: ClassVar[bool] = False
     conditional: ClassVar[bool] = False              # sample(condition=...) supported
     modalities: ClassVar[tuple[str, ...]] = ("tabular",)
+    train_defaults: ClassVar[dict[str, Any]] = {}   # the family's own TrainConfig defaults (lr, batch_size, ...);
+                                                    # what the user passes wins
     exact_on_discrete: ClassVar[bool] = False         # log_prob is the exact mass of the codec's integer values
                                                       # (e.g. PixelCNN on 8-bit pixels): dequantizing the
                                                       # data does not make it a bound

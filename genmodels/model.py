@@ -191,7 +191,8 @@ class Model:
             if not resume and not self.module_.closed_form:
                 self.module_.prepare(self.codec_.dequantize({k: v.to(device) for k, v in tr.items()},
                                                             torch.Generator(device).manual_seed(self.seed)))
-            cfg = TrainConfig(**{k: v for k, v in self.hyperparameters.items() if k in TRAIN_KEYS},
+            cfg = TrainConfig(**{**family_cls.train_defaults,
+                                 **{k: v for k, v in self.hyperparameters.items() if k in TRAIN_KEYS}},
                               max_time=max_time, max_epochs=max_epochs, max_steps=max_steps)
             self.train_hashes_ = self._row_hashes(raw)
             if self.module_.closed_form:
