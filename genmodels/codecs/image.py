@@ -317,7 +317,8 @@ class ImageCodec:
     def dequantize(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
         p = batch["pixels"]
         u = torch.rand(p.shape, generator=generator, device=p.device)
-        return {**batch, "x": (p.float() + u) / 256.0}
+        # (255 + u) / 256 rounds to 1.0 in float32 when u is within 2^-17 of 1: keep x inside [0, 1)
+        return {**batch, "x": ((p.float() + u) / 256.0).clamp_(max=1.0 - 2.0 ** -24)}
 
     def log_det(self, batch: Batch) -> torch.Tensor:
         n = batch["pixels"].shape[0]
