@@ -12,7 +12,8 @@ from .registry import list_models
 __version__ = "0.1.0"
 
 # applications, imported on first use (they pull in scikit-learn)
-_APPS = {"AnomalyDetector": "genmodels.apps.anomaly", "Imputer": "genmodels.apps.impute", "OODDetector": "genmodels.apps.ood", "augment": "genmodels.apps.augment"}
+_APPS = {"AnomalyDetector": "genmodels.apps.anomaly", "Imputer": "genmodels.apps.impute", "OODDetector": "genmodels.apps.ood",
+         "augment": "genmodels.apps.augment", "Images": "genmodels.codecs.image"}
 
 
 def __getattr__(name: str):
@@ -22,4 +23,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'genmodels' has no attribute {name!r}")
 
 
-__all__ = ["Model", "load", "evaluate", "list_models", "datasets", "errors", "AnomalyDetector", "Imputer", "OODDetector", "augment", "__version__"]
+__all__ = ["Model", "load", "evaluate", "list_models", "datasets", "errors", "AnomalyDetector", "Imputer", "OODDetector", "augment", "Images",
+           "__version__"]
