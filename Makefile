@@ -30,7 +30,10 @@ demo: $(VENV)/.installed
 	$(GM) sample $(DEMO)/model -n 500 -o $(DEMO)/synthetic.csv --seed 0
 	$(GM) score $(DEMO)/model wine -o $(DEMO)/scores.csv
 	$(GM) evaluate $(DEMO)/model wine --json > $(DEMO)/evaluation.json
-	@echo "demo: model, synthetic rows, scores and evaluation are in $(DEMO)/"
+	$(GM) fit digits --model pixelcnn --out $(DEMO)/digits-model --max-time 45 --seed 0 --threads 1 --quiet
+	$(GM) sample $(DEMO)/digits-model -n 64 -o $(DEMO)/digits-sevens.png --condition label=7 --seed 0
+	$(GM) score $(DEMO)/digits-model digits -o $(DEMO)/digits-scores.csv
+	@echo "demo: model, synthetic rows, scores and evaluation are in $(DEMO)/; 64 sampled 8x8 sevens in $(DEMO)/digits-sevens.png"
 	@cat $(DEMO)/evaluation.json
 
 test: $(VENV)/.installed-test
