@@ -48,12 +48,13 @@ clean:
 BENCH_VENV     := .venv-bench
 BENCH_SDV_ARGS ?= --datasets adult,penguins,iris --budget-adult 180 --budget-small 45 --half --out benchmarks/results/sdv
 
-$(BENCH_VENV)/.installed: pyproject.toml benchmarks/requirements-sdv.txt benchmarks/requirements-anomaly.txt
+$(BENCH_VENV)/.installed: pyproject.toml benchmarks/requirements-sdv.txt benchmarks/requirements-anomaly.txt benchmarks/requirements-images.txt
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install -q "$(TORCH)"
 	$(BENCH_VENV)/bin/python -m pip install -q -r benchmarks/requirements-sdv.txt
 	$(BENCH_VENV)/bin/python -m pip install -q -r benchmarks/requirements-anomaly.txt
+	$(BENCH_VENV)/bin/python -m pip install -q -r benchmarks/requirements-images.txt
 	$(BENCH_VENV)/bin/python -m pip install -q -e .
 	touch $@
 
@@ -63,10 +64,13 @@ bench-sdv: $(BENCH_VENV)/.installed
 
 # Issue 4's benchmarks: anomaly detection against PyOD (in .venv-bench), imputation against
 # scikit-learn's imputers and the OOD / augmentation study (in the project venv).
-.PHONY: bench-anomaly bench-impute bench-ood
+.PHONY: bench-anomaly bench-impute bench-ood bench-images
 bench-anomaly: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python benchmarks/anomaly.py
 bench-impute: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/impute.py --seeds 3 --max-rows 2000
 bench-ood: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/ood_augment.py
+# five families x 15 minutes, two at a time, then pythae's VAE (needs pythae in .venv-bench)
+bench-images: $(VENV)/.installed $(BENCH_VENV)/.installed
+	$(VENV)/bin/python benchmarks/images.py --budget 900 --jobs 2 --pythae
