@@ -113,7 +113,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
               validation=args.validation, verbose=not args.quiet, resume=args.resume, checkpoint_dir=args.out)
     model.save(args.out)
     info = model.fit_info_
-    _console(stderr=True).print(f"fitted {args.model} ({model.likelihood} likelihood) on {info['rows']} rows in "
+    _console(stderr=True).print(f"fitted {args.model} ({model.likelihood} likelihood) on {info['rows']} {'images' if model.modality_ == 'image' else 'rows'} in "
                                 f"{info['fit_seconds']:.1f}s ({info['stopped']}); saved to {args.out}")
 
 
