@@ -99,7 +99,11 @@ class Model:
     @property
     def _modality(self) -> str:
         """The modality this model is (or, before fit, will most likely be) about."""
-        return getattr(self, "modality_", None) or self.modality or "tabular"
+        known = getattr(self, "modality_", None) or self.modality
+        if known:
+            return known
+        has = registry.FAMILIES[registry.canonical(self.family)]
+        return "tabular" if "tabular" in has else next(iter(has))
 
     def _family_class(self):
         return registry.family(self.family, self._modality)

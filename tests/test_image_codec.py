@@ -199,6 +199,10 @@ def test_cli_images(pixel_family, tmp_path, capsys):
     assert "grayscale" in capsys.readouterr().err
 
 
+def test_image_only_family_before_fit():
+    assert gm.Model("pixelcnn").likelihood == "exact"        # no tabular version: its image class answers
+
+
 def test_family_without_image_version():
     with pytest.raises(gm.errors.UnknownModelError, match="no image version"):
         gm.Model("gmm").fit(np.zeros((4, 8, 8), dtype=np.uint8))
