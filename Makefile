@@ -68,7 +68,7 @@ bench-sdv: $(BENCH_VENV)/.installed
 bench-anomaly: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python benchmarks/anomaly.py
 bench-impute: $(VENV)/.installed
-	$(VENV)/bin/python benchmarks/impute.py --seeds 3 --max-rows 2000
+	$(VENV)/bin/python benchmarks/impute.py --seeds 5 --max-rows 2000
 bench-ood: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/ood_augment.py
 # five families x 15 minutes, two at a time, then pythae's VAE (needs pythae in .venv-bench)

@@ -318,3 +318,128 @@ def test_conditional_bad_input_raises():
         gmm.sample(4, condition=condition_batch(4, [], [], 2))
     with pytest.raises(NotFittedError):
         GMM(Spec(n_continuous=3, cardinalities=(3, 3)), n_components=3).sample(4, condition=good)
+
+
+# ---------------------------------------------------------------- missing values: EM for incomplete data
+def holed(x: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """x with a share of its cells set to NaN completely at random (no row left empty)."""
+    rng = np.random.default_rng(seed)
+    out = x.copy()
+    hide = rng.random(x.shape) < share
+    hide[hide.all(1), 0] = False
+    out[hide] = np.nan
+    return out
+
+
+def observed_log_lik(x: np.ndarray, pi, mu, cov) -> np.ndarray:
+    """Per-row log p(x_O) by scipy: the mixture of each component's marginal over the observed slots."""
+    out = np.empty(len(x))
+    for i, row in enumerate(x):
+        o = ~np.isnan(row)
+        parts = [np.log(pi[k]) + (multivariate_normal(mu[k][o], cov[k][np.ix_(o, o)]).logpdf(row[o]) if o.any() else 0.0)
+                 for k in range(len(pi))]
+        out[i] = np.logaddexp.reduce(parts)
+    return out
+
+
+def test_missing_em_one_component_is_the_closed_form_mle():
+    # monotone missingness (a always seen, b missing where a is large: MAR): the MLE is in closed form
+    # (Anderson 1957): a's moments from every row, b's regression on a from the complete rows
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(500)
+    b = 1.0 + 0.8 * a + 0.5 * rng.standard_normal(500)
+    miss = rng.random(500) < 1 / (1 + np.exp(-2 * a))
+    x = np.stack([a, np.where(miss, np.nan, b)], 1)
+    gmm = GMM(Spec(n_continuous=2), n_components=1, reg_covar=0.0, tol=1e-13, max_iter=5000)
+    stats = gmm.fit_closed_form(batch(x), generator=torch.Generator().manual_seed(0))
+    cc = ~miss
+    s_aa = a.var()
+    beta = np.cov(a[cc], b[cc], bias=True)[0, 1] / a[cc].var()
+    mu_b = b[cc].mean() + beta * (a.mean() - a[cc].mean())
+    s_bb_a = (b[cc] - b[cc].mean() - beta * (a[cc] - a[cc].mean())).var()
+    cov = np.array([[s_aa, beta * s_aa], [beta * s_aa, s_bb_a + beta ** 2 * s_aa]])
+    np.testing.assert_allclose(gmm.means[0].numpy(), [a.mean(), mu_b], atol=1e-6)
+    L = gmm.scale_tril[0].numpy()
+    np.testing.assert_allclose(L @ L.T, cov, atol=1e-6)
+    assert abs(b[cc].mean() - mu_b) > 0.3           # the complete rows alone would be far off
+    # the likelihood reported and log_prob of the holed rows are the observed-data likelihood
+    ref = observed_log_lik(x, [1.0], gmm.means.numpy(), [L @ L.T])
+    np.testing.assert_allclose(gmm.log_prob(batch(x)).numpy(), ref, rtol=0, atol=1e-7)
+    assert stats["train_log_lik"] == pytest.approx(ref.mean(), abs=1e-7)
+    assert ref.mean() == pytest.approx(observed_log_lik(x, [1.0], [np.array([a.mean(), mu_b])], [cov]).mean(), abs=1e-7)
+
+
+@pytest.mark.parametrize("covariance", ["full", "diag"])
+def test_missing_em_likelihood_rises_and_matches_scipy(covariance):
+    x = holed(mixture(400, spread=0.8), 0.3, seed=1)
+    lls = []
+    for t in range(1, 16):        # EM from one start, stopped after t M-steps: its likelihood path
+        gmm = GMM(Spec(n_continuous=2), n_components=3, covariance=covariance, reg_covar=0.0, max_iter=t, tol=0.0)
+        lls.append(gmm.fit_closed_form(batch(x), generator=torch.Generator().manual_seed(0))["train_log_lik"])
+    assert np.all(np.diff(lls) >= -1e-10) and lls[-1] > lls[0] + 0.01
+    if covariance == "full":
+        cov = (gmm.scale_tril @ gmm.scale_tril.mT).numpy()
+    else:
+        cov = np.stack([np.diag(s ** 2) for s in gmm.scale.numpy()])
+    ref = observed_log_lik(x, gmm.log_weights.exp().numpy(), gmm.means.numpy(), cov)
+    np.testing.assert_allclose(gmm.log_prob(batch(x)).numpy(), ref, rtol=0, atol=1e-7)
+    assert lls[-1] == pytest.approx(ref.mean(), abs=1e-7)
+    # and the fit on holed data lands near the fit on the complete data
+    full = GMM(Spec(n_continuous=2), n_components=3, covariance=covariance)
+    full.fit_closed_form(batch(mixture(400, spread=0.8)), generator=torch.Generator().manual_seed(0))
+    order = lambda g: g.means[g.means[:, 0].argsort()].numpy()
+    np.testing.assert_allclose(order(gmm), order(full), atol=0.35)
+
+
+def test_missing_em_with_missing_categories():
+    data = mixed_data(600, seed=2)
+    g = torch.Generator().manual_seed(3)
+    x = data["x"].double().masked_fill(torch.rand(600, 2, generator=g) < 0.25, float("nan"))
+    c = data["c"].masked_fill(torch.rand(600, 2, generator=g) < 0.25, -1)
+    spec = Spec(n_continuous=2, cardinalities=(2, 4))
+    gmm = GMM(spec, n_components=2, reg_covar=0.0, category_prior=0.0, tol=1e-10, max_iter=500)
+    gmm.fit_closed_form({"x": x, "c": c}, generator=torch.Generator().manual_seed(0))
+    # slot 0 agrees with the cluster 80% of the time: theta recovered from the rows that show it
+    hi = int(gmm.means[:, 0].argmax())
+    assert gmm.log_theta[hi, 1].exp().item() == pytest.approx(0.8, abs=0.06)
+    assert gmm.log_theta[1 - hi, 0].exp().item() == pytest.approx(0.8, abs=0.06)
+    # the observed-data likelihood: a missing category contributes nothing, as a missing x
+    lp = gmm.log_prob({"x": x, "c": c})
+    only_x = gmm.log_prob({"x": x, "c": torch.full_like(c, -1)})
+    assert torch.isfinite(lp).all() and (lp <= only_x + 1e-9).all()
+
+
+@pytest.mark.parametrize("covariance", ["full", "diag"])
+def test_conditional_mean_matches_closed_form(covariance):
+    gmm, cov = known_gmm(covariance)
+    rows = [([1], [0.6], 2), ([0, 2], [0.2, 0.8], None), ([], [], 1), ([0, 1, 2], [0.1, 0.2, 0.3], None)]
+    cond = {k: torch.cat([condition_batch(1, *r)[k] for r in rows]) for k in ("x", "c")}
+    out = gmm.conditional_mean(cond)
+    for i, (A, xa, c0) in enumerate(rows):
+        w, means, _, B = closed_form(cov, A, np.array(xa), c0)
+        if B:
+            np.testing.assert_allclose(out["x"][i, B].numpy(), sum(wk * m for wk, m in zip(w, means)), atol=1e-5)
+        np.testing.assert_array_equal(out["x"][i, A].numpy(), np.float32(xa))        # given slots as given
+        assert out["c"][i, 1].item() == int(np.argmax(w))                              # the tag is the component
+        if c0 is None:
+            assert out["c"][i, 0].item() == int(np.argmax(w @ THETA))
+        else:
+            assert out["c"][i, 0].item() == c0
+
+
+def test_mixture_of_is_the_average_density():
+    X = mixture(300)
+    fits = [GMM(Spec(n_continuous=2), n_components=2) for _ in range(3)]
+    for i, g in enumerate(fits):
+        g.fit_closed_form(batch(X), generator=torch.Generator().manual_seed(i))
+    mix = GMM.mixture_of(fits)
+    assert mix.config["n_components"] == 6 and mix.means.shape == (6, 2)
+    each = torch.stack([g.log_prob(batch(X)) for g in fits])                          # (3, N)
+    np.testing.assert_allclose(mix.log_prob(batch(X)).numpy(), (torch.logsumexp(each, 0) - math.log(3)).numpy(),
+                               atol=1e-9)
+    other = GMM(Spec(n_continuous=2), n_components=1, covariance="diag")
+    other.fit_closed_form(batch(X), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ConfigError):
+        GMM.mixture_of([fits[0], other])
+    with pytest.raises(NotFittedError):
+        GMM.mixture_of([GMM(Spec(n_continuous=2), n_components=1)])

@@ -83,7 +83,10 @@ def test_mixed_types_with_missing_training_cells():
     truth = test.loc[holed.index]
     filled_g = holed["g"].isna() & holed["v"].notna()
     assert (out["g"][filled_g] == truth["g"][filled_g]).mean() > 0.97
-    assert imp.model_.impute_info_["unresolved_rows"] == 0
+    # fitted by the EM for incomplete data: the codec learned no "missing" state, and draws need no rejection
+    assert not any(c.has_missing for c in imp.model_.codec_.columns_)
+    drawn = imp.set_params(strategy="draw").transform(holed)
+    assert drawn.notna().all().all() and imp.model_.impute_info_["unresolved_rows"] == 0
 
 
 def test_arrays_in_arrays_out_and_pipeline():
@@ -145,3 +148,40 @@ def test_cli_impute(tmp_path, capsys):
                  "--max-steps", "5"]) == 0
     assert main(["impute", str(tmp_path / "f"), str(tmp_path / "holed.csv"), "-o", str(tmp_path / "o.csv")]) == 2
     assert "cannot impute" in capsys.readouterr().err
+
+
+def test_missing_at_random_is_fitted_exactly():
+    # b is missing more often where a is large (MAR): the complete rows under-represent large b, but
+    # the maximum-likelihood fill is in closed form: the complete rows' regression line of b on a
+    full = gaussian(3000, 10)
+    rng = np.random.default_rng(11)
+    gone = rng.random(len(full)) < 1 / (1 + np.exp(-2.5 * full["a"]))
+    holed = full.assign(b=full["b"].mask(gone))
+    assert holed["b"].mean() < 0.0                              # the observed b are far below E[b] = 1
+    imp = gm.Imputer(seed=0, n_components=1, reg_covar=1e-9, tol=1e-10).fit(holed)
+    out = imp.transform(holed)
+    cc = full[~gone]
+    beta = np.cov(cc["a"], cc["b"])[0, 1] / cc["a"].var()
+    mle = cc["b"].mean() + beta * (full["a"][gone] - cc["a"].mean())
+    np.testing.assert_allclose(out["b"][gone], mle, atol=1e-3)
+    assert np.abs(out["b"][gone] - (1.0 + RHO * SB * full["a"][gone])).mean() < 0.1     # near the truth
+    assert out["b"].mean() == pytest.approx(full["b"].mean(), abs=0.05)
+    pd.testing.assert_series_equal(out["a"], holed["a"])
+    chosen = gm.Imputer(seed=0, n_components=1).fit(holed)      # reg_covar chosen by held-out error
+    assert chosen.selection_ and {s["n_components"] for s in chosen.selection_} == {1}
+    assert np.abs(chosen.transform(holed)["b"][gone] - mle).mean() < 0.02
+
+
+def test_selection_and_ensemble():
+    x = mixed(1500, 3)[["v"]].assign(w=lambda d: d["v"] ** 2 + np.random.default_rng(0).normal(size=len(d)))
+    holed = x.mask(np.random.default_rng(1).random(x.shape) < 0.2)
+    holed = holed[holed.notna().any(axis=1)]
+    imp = gm.Imputer(seed=0, ensemble=3).fit(holed)
+    scores = pd.DataFrame(imp.selection_)
+    best = scores.loc[scores["error"].idxmin()]
+    k = imp.model_.hyperparameters["n_components"]
+    assert k % 3 == 0 and k // 3 >= 2                            # two clusters: more than one component
+    assert imp.model_.hyperparameters["reg_covar"] in set(scores["reg_covar"])
+    assert best["error"] < scores[scores["n_components"] == 1]["error"].min()
+    fixed = gm.Imputer(seed=0, ensemble=3, n_components=2, reg_covar=1e-3).fit(holed)
+    assert fixed.selection_ == [] and fixed.model_.module_.config["n_components"] == 6
