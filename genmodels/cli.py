@@ -3,14 +3,16 @@
     genmodels models [--modality M]
     genmodels datasets
     genmodels fit DATA --model FAMILY --out DIR [--max-time S] [--seed N] [--set key=value ...]
-    genmodels sample DIR -n N -o FILE|FOLDER [--seed N] [--condition COLUMN=VALUE ...] [--set OPTION=VALUE] [--force]
+    genmodels sample DIR -n N [-o FILE|FOLDER] [--seed N] [--condition COLUMN=VALUE ...] [--prompt TEXT]
+                     [--set OPTION=VALUE] [--force]
     genmodels score DIR DATA -o FILE
     genmodels evaluate DIR DATA [--json] [--train DATA]
     genmodels detect DIR DATA -o FILE [--contamination C]     (genmodels.apps.anomaly)
     genmodels impute DIR DATA -o FILE [--strategy mean|draw]  (genmodels.apps.impute)
 
-DATA is a CSV/Parquet path, a folder of images or a built-in data set's name (its training split for ``fit``, its
-test split for ``score`` and ``evaluate``). A user's mistake prints one line on stderr and exits
+DATA is a CSV/Parquet path, a folder of images, a text file (with ``--modality text``), a file of SMILES
+(``--modality molecule``) or a built-in data set's name (its training split for ``fit``, its test split for
+``score`` and ``evaluate``). A user's mistake prints one line on stderr and exits
 with status 2; a bug prints its traceback.
 """
 from __future__ import annotations
@@ -107,13 +109,16 @@ def cmd_fit(args: argparse.Namespace) -> None:
     codec = _pairs(args.codec, "--codec")
     if args.kind:
         codec["column_kinds"] = _pairs(args.kind, "--kind", parse=False)
-    model = Model(args.model, seed=args.seed, device=args.device, num_threads=args.threads, codec=codec, **hyper)
+    modality = args.modality or _builtin_modality(args.data)
+    model = Model(args.model, modality=modality, seed=args.seed, device=args.device, num_threads=args.threads,
+                  codec=codec, **hyper)
     data = _data(args.data, "train")
     model.fit(data, max_time=args.max_time, max_epochs=args.max_epochs, max_steps=args.max_steps,
               validation=args.validation, verbose=not args.quiet, resume=args.resume, checkpoint_dir=args.out)
     model.save(args.out)
     info = model.fit_info_
-    _console(stderr=True).print(f"fitted {args.model} ({model.likelihood} likelihood) on {info['rows']} {'images' if model.modality_ == 'image' else 'rows'} in "
+    unit = {"image": "images", "text": "documents", "molecule": "molecules"}.get(model.modality_, "rows")
+    _console(stderr=True).print(f"fitted {args.model} ({model.likelihood} likelihood) on {info['rows']} {unit} in "
                                 f"{info['fit_seconds']:.1f}s ({info['stopped']}); saved to {args.out}")
 
 
@@ -124,8 +129,14 @@ def cmd_sample(args: argparse.Namespace) -> None:
         raise ConfigError(f"-n {args.n} is more than {MAX_SAMPLE_ROWS:,} rows, which may exhaust memory and disk; "
                           "add --force to draw them anyway, or sample in several smaller runs with different --seed")
     model = load(args.model_dir, device=args.device)
+    options = _pairs(args.set, "--set")
+    if args.prompt is not None:
+        options["prompt"] = args.prompt
+    if args.output is None and model.modality_ not in ("text", "molecule"):
+        raise ConfigError(f"-o is needed for {model.modality_} samples ("
+                          f"{'a .csv or .parquet file' if model.modality_ == 'tabular' else 'a folder, a .png grid or .npy'})")
     out = model.sample(args.n, seed=args.seed, condition=_pairs(args.condition, "--condition", parse=False) or None,
-                       **_pairs(args.set, "--set"))
+                       **options)
     _console(stderr=True).print(SAMPLE_WRITERS[model.modality_](model, out, args.output))
 
 
@@ -152,13 +163,47 @@ def _write_images(model: Any, out: np.ndarray, path: str) -> str:
     return f"wrote {len(out)} PNG images and grid.png to {p}/"
 
 
-SAMPLE_WRITERS = {"tabular": _write_rows, "image": _write_images}
+def _write_strings(model: Any, out: list, path: str | None) -> str:
+    """Texts (separated by a line of dashes) or SMILES (one per line, "<invalid>" for an invalid one) on
+    stdout or into a .txt file; .json writes the list itself (invalid molecules as null)."""
+    from .errors import ConfigError
+    if path is not None and Path(path).suffix.lower() == ".json":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(out, indent=1, ensure_ascii=False), encoding="utf-8")
+        return f"wrote {len(out)} samples to {path}"
+    if model.modality_ == "molecule":
+        body = "".join(f"{s if s is not None else '<invalid>'}\n" for s in out)
+    else:
+        body = "".join(f"{s}\n{'-' * 40}\n" for s in out)
+    if path is None:
+        sys.stdout.write(body)
+        invalid = sum(s is None for s in out)
+        return f"{len(out)} samples" + (f", {invalid} invalid" if model.modality_ == "molecule" else "")
+    if Path(path).suffix.lower() not in (".txt", ".smi"):
+        raise ConfigError(f"cannot write {model.modality_} samples to {Path(path).suffix or 'a file without an extension'}; "
+                          "name the output .txt or .json (or leave -o out to print them)")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(body, encoding="utf-8")
+    return f"wrote {len(out)} samples to {path}"
+
+
+SAMPLE_WRITERS = {"tabular": _write_rows, "image": _write_images, "text": _write_strings,
+                  "molecule": _write_strings}
+
+
+def _builtin_modality(arg: str) -> str | None:
+    """The modality of a built-in data set named ``arg`` (None for a path)."""
+    from . import datasets
+    if Path(arg).exists():
+        return None
+    return next((d["modality"] for d in datasets.list() if d["name"] == arg), None)
 
 
 def cmd_score(args: argparse.Namespace) -> None:
     from .model import load
     model = load(args.model_dir, device=args.device)
-    lp = model.log_prob(_data(args.data, "test"))
+    data = _data(args.data, "test")
+    lp = model.log_prob(data)
     column = "log_likelihood" if model.likelihood == "exact" else "log_likelihood_bound"
     table = pd.DataFrame({column: lp})
     extra = ""
@@ -166,6 +211,10 @@ def cmd_score(args: argparse.Namespace) -> None:
         from .metrics.likelihood import bits_per_dim
         table["bits_per_dim"] = bits_per_dim(lp, model.codec_.n_dims)
         extra = f", {table['bits_per_dim'].mean():.4f} bits/dim"
+    if model.modality_ == "text":                   # nats per document, and bits per character
+        chars = model.codec_.n_characters(model.codec_.coerce(data))
+        table["characters"] = chars
+        extra = f", {-lp.sum() / max(1, chars.sum()) / np.log(2):.4f} bits/char"
     _write(table, args.output)
     _console(stderr=True).print(f"wrote {len(lp)} {column} values (nats per example, mean {lp.mean():.4f}{extra}) "
                                 f"to {args.output}")
@@ -176,8 +225,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .model import load
     model = load(args.model_dir, device=args.device)
     train = _data(args.train, "train") if args.train else None
-    if train is None and model.modality_ == "image" and not Path(args.data).exists():
-        train = _data(args.data, "train")       # a built-in image set: its training split is the reference
+    if train is None and model.modality_ != "tabular" and not Path(args.data).exists():
+        train = _data(args.data, "train")       # a built-in set: its training split is the reference
     metrics = evaluate(model, _data(args.data, "test"), train=train, seed=args.seed)
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -214,16 +263,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--codec", action="append", metavar="KEY=VALUE",
                    help="codec option, e.g. --codec size=[32,32] (images) or --codec atoms=none (tables)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted run saved in --out")
+    s.add_argument("--modality", default=None, help="tabular, image, text or molecule (inferred when not given)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_fit)
 
     s = sub.add_parser("sample", help="draw new examples from a saved model")
     s.add_argument("model_dir")
     s.add_argument("-n", type=int, required=True)
-    s.add_argument("-o", "--output", required=True,
-                   help="tables: .csv or .parquet; images: a folder (PNG files and grid.png), a .png grid or .npy")
+    s.add_argument("-o", "--output", default=None,
+                   help="tables: .csv or .parquet; images: a folder (PNG files and grid.png), a .png grid or .npy; "
+                        "text and molecules: .txt or .json (printed when left out)")
+    s.add_argument("--prompt", default=None, help="text models: continue this text (each sample starts with it)")
     s.add_argument("--set", action="append", metavar="OPTION=VALUE",
-                   help="the family's sampling option, e.g. --set guidance=2.0 --set steps=100 (image diffusion)")
+                   help="the family's sampling option, e.g. --set guidance=2.0 --set steps=100 (image diffusion), "
+                        "--set temperature=0.8 --set top_p=0.9 --set max_length=200 (text)")
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--condition", action="append", metavar="COLUMN=VALUE",
                    help="sample given this column value, or label=CLASS for images (families that can condition)")

@@ -65,7 +65,32 @@ def evaluate_images(model: Model, data: Any, **options: Any) -> dict[str, float]
     return run(model, data, **options)
 
 
-EVALUATORS: dict[str, Callable[..., dict[str, float]]] = {"tabular": evaluate_tabular, "image": evaluate_images}
+def evaluate_text(model: Model, data: Any, **options: Any) -> dict[str, float]:
+    """Bits/char, perplexity per token, distinct-n and (with ``train=``) memorization of samples
+    (``genmodels.metrics.text.evaluate_text``)."""
+    from .metrics.text import evaluate_text as run
+    return run(model, data, **options)
+
+
+def evaluate_molecules(model: Model, data: Any, *, train: Any = None, n_samples: int = 1000, seed: int = 0,
+                       max_test: int = 10_000, **options: Any) -> dict[str, float]:
+    """The MOSES metrics of ``n_samples`` samples against ``data`` (the test molecules; a seeded subset of
+    ``max_test`` when larger) and ``train`` (novelty; the model's own training molecules are not kept),
+    plus the held-out log-likelihood bound in nats per molecule (``genmodels.metrics.molecule``)."""
+    from .metrics.molecule import evaluate_molecules as run
+    test = model.codec_.coerce(data)
+    if len(test) > max_test:
+        keep = np.sort(np.random.default_rng(seed).choice(len(test), size=max_test, replace=False))
+        test = [test[i] for i in keep]
+    out = _likelihood(model, test)
+    generated = model.sample(n_samples, seed=seed)
+    ref_train = model.codec_.coerce(train) if train is not None else []
+    out.update(run(generated, train=ref_train, test=test, seed=seed, **options))
+    return out
+
+
+EVALUATORS: dict[str, Callable[..., dict[str, float]]] = {"tabular": evaluate_tabular, "image": evaluate_images,
+                                                          "text": evaluate_text, "molecule": evaluate_molecules}
 
 
 def evaluate(model: Model, data: Any, **options: Any) -> dict[str, float]:

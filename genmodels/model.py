@@ -44,6 +44,20 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate along the first dimension, padding the second with zeros where widths differ
+    (token rows of sampled sequences)."""
+    if len(parts) > 1 and parts[0].ndim >= 2 and len({p.shape[1] for p in parts}) > 1:
+        width = max(p.shape[1] for p in parts)
+        parts = [torch.nn.functional.pad(p, (0, 0) * (p.ndim - 2) + (0, width - p.shape[1])) for p in parts]
+    return torch.cat(parts)
+
+
+def _params(cls) -> set[str]:
+    """The keyword arguments of a class's constructor."""
+    return set(inspect.signature(cls.__init__).parameters) - {"self", "spec", "args", "kwargs"}
+
+
 def _check_n(n: Any) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
         raise ConfigError(f"n must be a positive whole number of examples, got {n!r}")
@@ -76,8 +90,9 @@ class Model:
         self.hyperparameters = hyperparameters
         registry.canonical(family)                          # unknown names fail here, with the list
         # before the data says which modality this is, a hyper-parameter of any modality's class is allowed
-        self._check_hyperparameters([registry.family(family, modality)] if modality is not None
-                                    else registry.family_classes(family))
+        modalities = [modality] if modality is not None else list(registry.FAMILIES[registry.canonical(family)])
+        self._check_hyperparameters([registry.family(family, m) for m in modalities]
+                                    + [registry.codec(m) for m in modalities])
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise ConfigError(f"seed must be an integer, got {seed!r}")
         if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
@@ -86,8 +101,9 @@ class Model:
 
     # ------------------------------------------------------------------ helpers
     def _check_hyperparameters(self, classes: list) -> None:
-        allowed = set().union(*(inspect.signature(c.__init__).parameters for c in classes)) \
-            - {"self", "spec", "args", "kwargs"}
+        """Every hyper-parameter must belong to one of ``classes`` (families, and codecs: a codec's option such
+        as ``representation`` or ``block_size`` may be given like a hyper-parameter) or the training loop."""
+        allowed = set().union(*(_params(c) for c in classes))
         unknown = set(self.hyperparameters) - allowed - TRAIN_KEYS
         if unknown:
             first = sorted(unknown)[0]
@@ -129,7 +145,15 @@ class Model:
             raise NotFittedError(f"this Model({self.family!r}) is not fitted yet; call fit(data) before {what}")
 
     def _family_kwargs(self) -> dict[str, Any]:
-        return {k: v for k, v in self.hyperparameters.items() if k not in TRAIN_KEYS}
+        """Hyper-parameters for the family: all but the training loop's and those only the codec takes."""
+        own = _params(self._family_class())
+        codec_only = _params(registry.codec(self._modality)) - own
+        return {k: v for k, v in self.hyperparameters.items() if k not in TRAIN_KEYS and k not in codec_only}
+
+    def _codec_kwargs(self, codec_cls) -> dict[str, Any]:
+        """The codec's options: ``codec=`` and the hyper-parameters that name one of them (``codec=`` wins)."""
+        takes = _params(codec_cls)
+        return {**{k: v for k, v in self.hyperparameters.items() if k in takes}, **self.codec}
 
     @property
     def likelihood(self) -> str:
@@ -144,10 +168,14 @@ class Model:
         if self.modality is not None:
             return self.modality
         for name in registry.CODECS:
-            if registry.codec(name).accepts(data):
-                return name
+            try:
+                if registry.codec(name).accepts(data):
+                    return name
+            except (OSError, ValueError):      # e.g. a long text tried as a path: not that modality
+                continue
         raise DataError(f"cannot tell what kind of data a {type(data).__name__} is; give a DataFrame, a numpy "
-                        f"array, a path to a CSV/Parquet file or to a folder of images, or pass modality= "
+                        f"array, a path to a CSV/Parquet file or to a folder of images, a text or a list of "
+                        f"strings, or pass modality= "
                         f"(one of {sorted(registry.CODECS)})")
 
     # ------------------------------------------------------------------ fit
@@ -173,15 +201,15 @@ class Model:
             family_cls = registry.family(self.family, modality)      # a family without this modality fails here
             if not resume:
                 self.modality_ = modality
-                self._check_hyperparameters([family_cls])
+                self._check_hyperparameters([family_cls, codec_cls])
             raw = codec_cls.coerce(data)
             device = _resolve_device(self.device)
             resume_state = None
             if resume:
                 resume_state = self._restore(ckpt, resume=True)        # codec_ and module_ from the checkpoint
             else:
-                self.codec_ = codec_cls(**self.codec).fit(raw)
-            encoded = self.codec_.encode(raw)
+                self.codec_ = codec_cls(**self._codec_kwargs(codec_cls)).fit(raw)
+            encoded = getattr(self.codec_, "encode_train", self.codec_.encode)(raw)   # e.g. with augmentation
             n = len(encoded["log_w"])                                  # one entry per row, whatever the layout
             g = torch.Generator().manual_seed(self.seed)
             perm = torch.randperm(n, generator=g)
@@ -215,7 +243,7 @@ class Model:
                 self.fit_info_ = {"stopped": state.stopped, "epochs": state.epoch, "steps": state.step,
                                   "best_val_loss": state.best_val}
             self.fit_info_["fit_seconds"] = round(time.monotonic() - started, 3)
-            self.fit_info_["rows"] = n
+            self.fit_info_["rows"] = n if "doc" not in encoded else int(encoded["doc"].max()) + 1   # examples
         return self
 
     def _row_hashes(self, raw: Any) -> np.ndarray:
@@ -237,18 +265,21 @@ class Model:
         n = _check_n(n)
         self._check_fitted("sample")
         self._check_sample_options(options)
+        if hasattr(self.codec_, "sample_options"):          # e.g. a text prompt -> token ids
+            options = self.codec_.sample_options(options)
         cond = self._encode_condition(condition)
         seed = self._next_seed(seed)
         g = torch.Generator(self.module_.device).manual_seed(seed)
         parts = []
         with self._threads(), torch.no_grad():
-            for i in range(0, n, _CHUNK):
-                m = min(_CHUNK, n - i)
+            chunk = getattr(self.codec_, "rows_per_pass", _CHUNK)
+            for i in range(0, n, chunk):
+                m = min(chunk, n - i)
                 given = None if cond is None else {k: v.expand(m, *v.shape[1:]).to(self.module_.device)
                                                    for k, v in cond.items()}
                 out = self.module_.sample(m, condition=given, generator=g, **options)
                 parts.append({k: v.cpu() for k, v in out.items()})
-        batch = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        batch = {k: _cat([p[k] for p in parts]) for k in parts[0]}
         out = self.codec_.decode(batch, generator=torch.Generator().manual_seed(int(seed)))
         return out if cond is None else self.codec_.apply_condition(out, condition)
 
@@ -344,9 +375,13 @@ class Model:
         with self._threads(), torch.no_grad(), torch.random.fork_rng(devices=[] if dev.type == "cpu" else [dev]):
             torch.manual_seed(self.seed)                 # IWAE-style estimators repeat exactly
             g = torch.Generator(dev).manual_seed(self.seed)
-            for i in range(0, n, _CHUNK):
-                b = self.codec_.dequantize({k: v[i:i + _CHUNK].to(dev) for k, v in batch.items()}, g)
-                out[i:i + _CHUNK] = self._log_prob_batch(b).cpu().numpy()
+            chunk = getattr(self.codec_, "rows_per_pass", _CHUNK)
+            for i in range(0, n, chunk):
+                b = self.codec_.dequantize({k: v[i:i + chunk].to(dev) for k, v in batch.items()}, g)
+                out[i:i + chunk] = self._log_prob_batch(b).cpu().numpy()
+        if "doc" in batch:                     # rows are windows of documents (text): nats per document
+            doc = batch["doc"].numpy()
+            out = np.bincount(doc, weights=out, minlength=int(doc.max()) + 1)
         return out
 
     def _log_prob_batch(self, b: Batch) -> torch.Tensor:

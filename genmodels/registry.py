@@ -25,6 +25,10 @@ FAMILIES: dict[str, dict[str, str]] = {
                   "image": "genmodels.families.image_diffusion:ImageDiffusion"},
     "gan": {"tabular": "genmodels.families.gan:GAN",
             "image": "genmodels.families.image_gan:ImageGAN"},
+    # sequences: one class serves text and molecules (both are token windows)
+    "gpt": {"text": "genmodels.families.gpt:GPT", "molecule": "genmodels.families.gpt:GPT"},
+    "rnn": {"text": "genmodels.families.rnn:RNN", "molecule": "genmodels.families.rnn:RNN"},
+    "ngram": {"text": "genmodels.families.ngram:NGram", "molecule": "genmodels.families.ngram:NGram"},
 }
 
 # other names users know a family by
@@ -34,9 +38,11 @@ ALIASES: dict[str, str] = {"pixelcnn": "autoregressive"}
 CODECS: dict[str, str] = {
     "tabular": "genmodels.codecs.tabular:TabularCodec",
     "image": "genmodels.codecs.image:ImageCodec",
+    "text": "genmodels.codecs.text:TextCodec",
+    "molecule": "genmodels.codecs.molecule:MoleculeCodec",
 }
 
-DEFAULT_FAMILY: dict[str, str] = {"tabular": "flow", "image": "autoregressive"}
+DEFAULT_FAMILY: dict[str, str] = {"tabular": "flow", "image": "autoregressive", "text": "gpt", "molecule": "gpt"}
 
 
 def _load(path: str):

@@ -35,7 +35,9 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     batch_size: int | None = None     # None: n // 10 clipped to [32, 256], so small tables get many steps
-    eval_every: int = 50              # validate at the first epoch end after this many steps
+    eval_every: int = 50              # validate at the first epoch end after this many steps (or every this
+                                      # many steps when an epoch is longer: large data sets)
+    val_rows: int | None = None       # validate on at most this many held-out rows (a fixed subset); None: all
     warmup_steps: int = 100
     grad_clip: float = 5.0
     ema: float | None = None          # e.g. 0.999: evaluate and keep an exponential moving average
@@ -49,6 +51,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.batch_size is not None and not (isinstance(self.batch_size, int) and self.batch_size > 0):
             raise ConfigError(f"batch_size must be a positive integer or None, got {self.batch_size!r}")
+        if self.val_rows is not None and not (isinstance(self.val_rows, int) and self.val_rows > 0):
+            raise ConfigError(f"val_rows must be a positive integer or None, got {self.val_rows!r}")
         for name in ("lr", "eval_every"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
@@ -190,6 +194,9 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
         gen.set_state(resume["generator"])
         if ema is not None and resume.get("ema") is not None:
             ema.module.load_state_dict(resume["ema"])
+    if val_data is not None and cfg.val_rows is not None and _rows(val_data) > cfg.val_rows:
+        keep = torch.randperm(_rows(val_data), generator=torch.Generator().manual_seed(seed + 2))[:cfg.val_rows]
+        val_data = {k: v[keep] for k, v in val_data.items()}
     bs = min(cfg.batch_size or min(256, max(32, n // 10)), n)
     steps_per_epoch = max(1, n // bs)   # drop the ragged last batch: stable loss scale
     progress = _Progress(verbose, cfg, steps_per_epoch)
@@ -213,12 +220,37 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
                 "current": {k: v.detach().cpu() for k, v in module.state_dict().items()},
                 "generator": gen.get_state(), "ema": ema.module.state_dict() if ema is not None else None}
 
+    def validate() -> bool:
+        """Score the validation data, keep the best weights, report; True when training should stop."""
+        nonlocal losses, last_eval, t_eval, best, t_ckpt
+        train_loss = sum(losses) / len(losses)
+        scored = ema.module if ema is not None else module
+        val = evaluate_loss(scored, val_data, transform, seed + 1, 4 * bs, device) if val_data else train_loss
+        state.history.append({"epoch": state.epoch, "step": state.step, "loss": train_loss, "val": val,
+                              "time": round(state.elapsed, 3)})
+        # without validation a two-player family's loss says nothing about quality: keep the last weights
+        if (val_data or step_fn is None) and val < state.best_val - 1e-4:
+            state.best_val, state.best_step = val, state.step
+            best = copy.deepcopy({k: v.detach().cpu() for k, v in scored.state_dict().items()})
+        rows_per_s = len(losses) * bs / max(time.monotonic() - t_eval, 1e-9)
+        progress.update(state, train_loss, val, rows_per_s)
+        losses, last_eval, t_eval = [], state.step, time.monotonic()
+        if val_data and state.step - state.best_step >= cfg.patience_steps:
+            state.stopped = "early_stopping"
+            return True
+        if on_checkpoint and time.monotonic() - t_ckpt >= cfg.checkpoint_every:
+            on_checkpoint(snapshot())
+            t_ckpt = time.monotonic()
+        return False
+
+    long_epochs = steps_per_epoch > cfg.eval_every      # validate inside the epoch, every eval_every steps
     try:
         while True:
             state.stopped = out_of_budget()
             if state.stopped:
                 break
             perm = torch.randperm(n, generator=gen)
+            stop = False
             for i in range(steps_per_epoch):
                 batch = transform(_take(train_data, perm[i * bs:(i + 1) * bs], torch.device("cpu")), gen)
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -245,27 +277,17 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
                 state.elapsed = time.monotonic() - t_start
                 if out_of_budget():
                     break
+                if long_epochs and state.step - last_eval >= cfg.eval_every and i < steps_per_epoch - 1:
+                    stop = validate()
+                    if stop:
+                        break
+            if stop:
+                break
             state.epoch += 1
             if state.step - last_eval < cfg.eval_every and not out_of_budget():
                 continue
-            train_loss = sum(losses) / len(losses)
-            scored = ema.module if ema is not None else module
-            val = evaluate_loss(scored, val_data, transform, seed + 1, 4 * bs, device) if val_data else train_loss
-            state.history.append({"epoch": state.epoch, "step": state.step, "loss": train_loss, "val": val,
-                                  "time": round(state.elapsed, 3)})
-            # without validation a two-player family's loss says nothing about quality: keep the last weights
-            if (val_data or step_fn is None) and val < state.best_val - 1e-4:
-                state.best_val, state.best_step = val, state.step
-                best = copy.deepcopy({k: v.detach().cpu() for k, v in scored.state_dict().items()})
-            rows_per_s = len(losses) * bs / max(time.monotonic() - t_eval, 1e-9)
-            progress.update(state, train_loss, val, rows_per_s)
-            losses, last_eval, t_eval = [], state.step, time.monotonic()
-            if val_data and state.step - state.best_step >= cfg.patience_steps:
-                state.stopped = "early_stopping"
+            if losses and validate():
                 break
-            if on_checkpoint and time.monotonic() - t_ckpt >= cfg.checkpoint_every:
-                on_checkpoint(snapshot())
-                t_ckpt = time.monotonic()
     finally:
         progress.close()
     final = snapshot() if on_checkpoint else None

@@ -1,0 +1,224 @@
+"""Molecules as strings: canonical SMILES (atom-level tokens) or SELFIES, in token windows.
+
+Raw data is a list of SMILES strings (or the path of a file with one SMILES per line, its first
+whitespace-separated field). Training molecules are canonicalised with RDKit (isomeric canonical
+SMILES); a string RDKit cannot parse is skipped and counted (``skipped_``, and one warning with the
+count and the first few), never a crash. The representation:
+
+- ``"smiles"``: canonical SMILES cut into atom-level tokens by the regular expression of Schwaller et
+  al. (2019): bracket atoms, two-letter halogens, ring-closure digits and %nn, bonds, branches.
+- ``"selfies"``: the canonical SMILES translated to SELFIES (Krenn et al. 2020; the ``selfies``
+  package), one token per SELFIES symbol. Every SELFIES string decodes to a molecule.
+
+Windows, separators and the batch are those of the text codec (``codecs/text.py``); the block
+length defaults to the longest training molecule in tokens plus its end token.
+
+``augment=k`` (SMILES only) adds k random SMILES of each training molecule to the training windows
+(Bjerrum 2017; Arús-Pous et al. 2019); scoring always reads the canonical SMILES.
+
+Decoding. A sampled string becomes the molecule's canonical SMILES, or ``None`` when RDKit cannot
+parse it (for SELFIES: when the decoded molecule is empty). Invalid samples are reported as ``None``,
+never repaired or dropped, so validity is the share of non-None samples.
+
+Likelihood. log_prob scores the canonical string of each molecule, so it is exact for that string
+and a lower bound for the molecule (its other SMILES have mass too): labelled a bound.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..core import Batch
+from ..errors import ConfigError, DataError
+from .text import TextCodec
+
+REPRESENTATIONS = ("smiles", "selfies")
+SMILES_TOKENS = re.compile(r"(\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|/|:|~|@|\?|>|\*|\$|%[0-9]{2}|[0-9])")
+
+
+def canonical(smiles: str | None) -> str | None:
+    """RDKit's isomeric canonical SMILES of ``smiles``, or None when it cannot be parsed (or is empty)."""
+    if not isinstance(smiles, str) or not smiles.strip():
+        return None
+    from rdkit import Chem, RDLogger
+    RDLogger.DisableLog("rdApp.*")
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None or mol.GetNumAtoms() == 0:
+        return None
+    return Chem.MolToSmiles(mol)
+
+
+def random_smiles(smiles: str, k: int, rng: np.random.Generator) -> list[str]:
+    """``k`` random (non-canonical) SMILES of one molecule, from RDKit's random atom orders."""
+    from rdkit import Chem
+    mol = Chem.MolFromSmiles(smiles)
+    out = []
+    for _ in range(k):
+        Chem.rdBase.SeedRandomNumberGenerator(int(rng.integers(2**31 - 1)))
+        out.append(Chem.MolToSmiles(mol, canonical=False, doRandom=True))
+    return out
+
+
+class MoleculeCodec(TextCodec):
+    """SMILES strings <-> token windows of canonical SMILES or SELFIES."""
+
+    modality: ClassVar[str] = "molecule"
+
+    def __init__(self, representation: str = "smiles", augment: int = 0, block_size: int | None = None):
+        if representation not in REPRESENTATIONS:
+            raise ConfigError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
+        if isinstance(augment, bool) or not isinstance(augment, (int, np.integer)) or augment < 0:
+            raise ConfigError(f"augment must be an integer >= 0 (random SMILES per molecule), got {augment!r}")
+        if augment and representation != "smiles":
+            raise ConfigError("augment (random SMILES) works with representation='smiles' only")
+        super().__init__(tokenizer="char", block_size=block_size)
+        self.representation = representation
+        self.augment = int(augment)
+
+    # ---- reading
+    @staticmethod
+    def accepts(raw: Any) -> bool:
+        return False                                   # SMILES are strings too: ask with modality="molecule"
+
+    @staticmethod
+    def coerce(raw: Any) -> list[str]:
+        if isinstance(raw, (str, Path)) and Path(raw).is_file():
+            lines = Path(raw).read_text(encoding="utf-8").splitlines()
+            return [ln.split()[0] for ln in lines if ln.strip()]
+        if isinstance(raw, str):
+            return [raw]
+        if isinstance(raw, (list, tuple)) or (isinstance(raw, np.ndarray) and raw.ndim == 1) or \
+                type(raw).__name__ == "Series":
+            return [s if isinstance(s, str) else None for s in raw]
+        raise DataError(f"molecules are a list of SMILES strings or a file of one SMILES per line, not a "
+                        f"{type(raw).__name__}")
+
+    def _documents(self, raw: Any) -> list[str]:
+        """Canonical SMILES of the molecules; DataError for strings RDKit cannot parse."""
+        smiles = self.coerce(raw)
+        canon = [canonical(s) for s in smiles]
+        bad = [i for i, c in enumerate(canon) if c is None]
+        if bad:
+            raise DataError(f"{len(bad)} of {len(smiles)} SMILES cannot be parsed by RDKit (first: entry {bad[0]}, "
+                            f"{smiles[bad[0]]!r}); remove or fix them before scoring")
+        return canon
+
+    # ---- fitting
+    def fit(self, raw: Any) -> "MoleculeCodec":
+        smiles = self.coerce(raw)
+        canon = [canonical(s) for s in smiles]
+        bad = [s for s, c in zip(smiles, canon) if c is None]
+        self.skipped_ = len(bad)
+        if bad:
+            warnings.warn(f"skipped {len(bad)} of {len(smiles)} training SMILES that RDKit cannot parse "
+                          f"(e.g. {bad[:3]})", stacklevel=3)
+        docs = [c for c in canon if c is not None]
+        if not docs:
+            raise DataError(f"none of the {len(smiles)} training SMILES could be parsed by RDKit; give valid SMILES")
+        self.train_canonical_ = docs
+        strings = [self._string(d) for d in docs]
+        if self.augment:
+            rng = np.random.default_rng(0)
+            strings += [r for d in docs[:2000] for r in random_smiles(d, self.augment, rng)]   # their tokens
+        symbols = sorted({t for s in strings for t in self._split(s)})
+        self.chars_ = symbols                       # the vocabulary: one entry per token, ids 1..V-1
+        self.n_tokens_ = len(symbols) + 1
+        self.block_ = self.block_size or int(max(len(self._split(s)) for s in strings) + 1)
+        return self
+
+    def _string(self, smiles: str) -> str:
+        if self.representation == "selfies":
+            import selfies
+            return selfies.encoder(smiles)
+        return smiles
+
+    def _split(self, s: str) -> list[str]:
+        if self.representation == "selfies":
+            import selfies
+            return list(selfies.split_selfies(s))
+        tokens = SMILES_TOKENS.findall(s)
+        if "".join(tokens) != s:
+            raise DataError(f"the SMILES {s!r} holds characters outside the SMILES token set")
+        return tokens
+
+    @property
+    def bound_reasons(self) -> list[str]:
+        return ["a molecule is scored by its canonical string; its other SMILES/SELFIES strings have mass too, "
+                "so the molecule's log-probability is at least this"]
+
+    def _ids(self, docs: list[str]) -> list[np.ndarray]:
+        self._check_fitted()
+        lookup = {t: i + 1 for i, t in enumerate(self.chars_)}
+        out = []
+        for d in docs:
+            tokens = self._split(self._string(d))
+            unknown = [t for t in tokens if t not in lookup]
+            if unknown:
+                raise DataError(f"the molecule {d!r} has tokens never seen in training: {sorted(set(unknown))}; "
+                                f"the model cannot score or continue them")
+            out.append(np.array([lookup[t] for t in tokens], dtype=np.int64))
+        return out
+
+    def encode_train(self, raw: Any) -> Batch:
+        """The training windows: each valid molecule's canonical string, plus ``augment`` random SMILES
+        of it (tokens of a random SMILES unseen in ``fit`` drop that one string)."""
+        docs = getattr(self, "train_canonical_", None) or [c for c in map(canonical, self.coerce(raw)) if c]
+        ids = self._ids(docs)
+        if self.augment:
+            lookup = {t: i + 1 for i, t in enumerate(self.chars_)}
+            rng = np.random.default_rng(0)
+            for d in docs:
+                for r in random_smiles(d, self.augment, rng):
+                    tokens = self._split(r)
+                    if all(t in lookup for t in tokens):
+                        ids.append(np.array([lookup[t] for t in tokens], dtype=np.int64))
+        return self._frame_ids(ids)
+
+    def _text(self, ids: np.ndarray) -> str:
+        return "".join(self.chars_[int(i) - 1] for i in ids)
+
+    def decode(self, batch: Batch, generator: torch.Generator | None = None) -> list[str | None]:
+        """Canonical SMILES of each sampled string, None where it is not a valid molecule."""
+        strings = super().decode(batch, generator)
+        if self.representation == "selfies":
+            import selfies
+            out = []
+            for s in strings:
+                try:
+                    out.append(canonical(selfies.decoder(s)))
+                except Exception:                     # selfies raises its own DecoderError on malformed input
+                    out.append(None)
+            return out
+        return [canonical(s) for s in strings]
+
+    def sample_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """A prompt is a SMILES prefix as written (not canonicalised: a prefix is rarely a molecule)."""
+        out = dict(options)
+        prompt = out.get("prompt")
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}")
+            lookup = {t: i + 1 for i, t in enumerate(self.chars_)}
+            tokens = self._split(self._string(prompt) if self.representation == "selfies" and prompt else prompt)
+            unknown = [t for t in tokens if t not in lookup]
+            if unknown:
+                raise DataError(f"the prompt has tokens never seen in training: {sorted(set(unknown))}")
+            out["prompt"] = torch.tensor([0] + [lookup[t] for t in tokens], dtype=torch.long)
+        return out
+
+    # ---- persistence
+    def state(self) -> dict:
+        return {**super().state(), "representation": self.representation, "augment": self.augment,
+                "skipped": self.skipped_}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "MoleculeCodec":
+        codec = cls(representation=state["representation"], augment=state["augment"], block_size=state["block_size"])
+        codec._restore(state)
+        codec.skipped_ = int(state.get("skipped", 0))
+        return codec

@@ -1,0 +1,210 @@
+"""The text and molecule codecs, and sequence models through Model, the CLI and the built-in sets."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import genmodels as gm
+from genmodels.cli import main
+from genmodels.codecs.molecule import MoleculeCodec, canonical
+from genmodels.codecs.text import TextCodec
+from genmodels.errors import ConfigError, DataError
+
+TINY = {"n_layer": 1, "n_head": 2, "n_embd": 16}
+TEXT = "the cat sat on the mat. the dog sat on the log. " * 40
+MOLS = ["CCO", "c1ccccc1", "CC(=O)O", "CCN(CC)CC", "OC1CCCCC1", "CC(C)Cc1ccc(C(C)C(=O)O)cc1", "C1CC1", "CCCl"] * 6
+
+
+# ---------------------------------------------------------------- codec: windows and tokens
+def test_windows_of_one_text_overlap_by_one_position():
+    codec = TextCodec(block_size=2).fit("abcde")
+    b = codec.encode("abcde")
+    # stream [0, a, b, c, d, e, 0] with a..e = 1..5: windows [0..2], [2..4], [4..6]
+    assert b["tokens"].tolist() == [[0, 1, 2], [2, 3, 4], [4, 5, 0]]
+    assert b["length"].tolist() == [3, 3, 3] and b["doc"].tolist() == [0, 0, 0]
+    assert codec.spec().extra == {"vocab_size": 6, "block_size": 2}
+
+
+def test_windows_of_a_list_of_documents_pad_and_number_them():
+    codec = TextCodec(block_size=4).fit(["ab", "ba"])
+    b = codec.encode(["ab", "", "abab"])
+    assert b["tokens"].tolist() == [[0, 1, 2, 0, 0], [0, 0, 0, 0, 0], [0, 1, 2, 1, 2], [2, 0, 0, 0, 0]]
+    assert b["length"].tolist() == [4, 2, 5, 2]
+    assert b["doc"].tolist() == [0, 1, 2, 2]
+
+
+def test_decode_stops_at_the_end_token_and_round_trips():
+    codec = TextCodec().fit(TEXT)
+    docs = ["the cat", "sat. on"]
+    b = codec.encode(docs)
+    assert codec.decode(b) == docs
+
+
+def test_default_block_is_the_longest_document_for_lists():
+    assert TextCodec().fit(["ab", "abcde"]).spec().extra["block_size"] == 8
+    assert TextCodec().fit(TEXT).spec().extra["block_size"] == 128
+
+
+def test_unseen_characters_are_named():
+    codec = TextCodec().fit("abc abc")
+    with pytest.raises(DataError, match="never seen in training: 'z'"):
+        codec.encode("abz")
+    with pytest.raises(DataError, match="never seen"):
+        codec.sample_options({"prompt": "zz"})
+
+
+def test_bpe_round_trips_any_text_and_is_a_bound():
+    text = "naïve café – ünïcode ☃ and plain words " * 30
+    codec = TextCodec(tokenizer="bpe", vocab_size=300).fit(text)
+    assert codec.bound_reasons
+    b = codec.encode(["café ☃ words", "never seen: ✓"])
+    assert codec.decode(b) == ["café ☃ words", "never seen: ✓"]
+    again = TextCodec.from_state(codec.state())
+    assert torch.equal(again.encode("café")["tokens"], codec.encode("café")["tokens"])
+
+
+def test_empty_text_and_bad_options_are_refused():
+    with pytest.raises(DataError, match="empty"):
+        TextCodec().fit("")
+    with pytest.raises(DataError, match="empty"):
+        TextCodec().fit(["", ""])
+    with pytest.raises(ConfigError, match="tokenizer"):
+        TextCodec(tokenizer="word")
+    with pytest.raises(ConfigError, match="block_size"):
+        TextCodec(block_size=0)
+
+
+# ---------------------------------------------------------------- Model with text
+@pytest.fixture(scope="module")
+def text_model():
+    torch.manual_seed(0)
+    return gm.Model("gpt", block_size=16, **TINY).fit(TEXT, max_steps=60, verbose=False)
+
+
+def test_text_model_scores_documents_in_nats(text_model):
+    m = text_model
+    assert m.modality_ == "text" and m.likelihood == "exact"
+    lp = m.log_prob(["the cat sat", "the dog sat on the log. " * 3])
+    assert lp.shape == (2,) and np.all(lp < 0)
+    # a document's log-probability is the sum over its windows: scoring a long document equals the sum of
+    # the module's window scores
+    doc = "the dog sat on the log. " * 3
+    b = m.codec_.encode([doc])
+    with torch.no_grad():
+        per_window = m.module_.log_prob(b).double().sum().item()
+    assert math.isclose(m.log_prob([doc])[0], per_window, rel_tol=1e-9)
+
+
+def test_text_model_samples_strings_from_a_prompt(text_model):
+    out = text_model.sample(3, prompt="the ", max_length=20, seed=1)
+    assert isinstance(out, list) and len(out) == 3 and all(s.startswith("the ") for s in out)
+    assert all(len(s) <= 4 + 20 for s in out)
+    assert text_model.sample(3, prompt="the ", max_length=20, seed=1) == out
+    many = text_model.sample(600, max_length=4, seed=2)             # more than one pass of rows
+    assert len(many) == 600
+
+
+@pytest.mark.parametrize("options, match", [({"temperature": 0}, "temperature"), ({"top_p": 1.5}, "top_p"),
+                                            ({"top_k": 0}, "top_k"), ({"prompt": "zzq"}, "never seen"),
+                                            ({"beam": 3}, "unknown sampling option")])
+def test_bad_sampling_options(text_model, options, match):
+    with pytest.raises((ConfigError, DataError), match=match):
+        text_model.sample(2, **options)
+
+
+def test_block_longer_than_the_model_is_refused():
+    with pytest.raises(ConfigError, match="block"):
+        gm.Model("gpt", codec={"block_size": 32}, **{**TINY, "block_size": 16}).fit(TEXT, max_steps=1, verbose=False)
+
+
+def test_text_model_saves_and_loads(text_model, tmp_path):
+    text_model.save(tmp_path / "m")
+    again = gm.load(tmp_path / "m")
+    doc = ["the cat sat on the mat."]
+    assert np.allclose(again.log_prob(doc), text_model.log_prob(doc))
+    assert again.sample(2, seed=3, max_length=10) == text_model.sample(2, seed=3, max_length=10)
+
+
+def test_bits_per_char_metric_matches_the_definition(text_model):
+    from genmodels.metrics.text import bits_per_char, distinct_n, memorization
+    docs = ["the cat sat on the mat.", "the dog"]
+    lp = text_model.log_prob(docs)
+    assert math.isclose(bits_per_char(lp, [23, 7]), -lp.sum() / (30 * math.log(2)))
+    assert distinct_n(["a b c a b", "a b"], 2) == pytest.approx(3 / 5)
+    train = "x" * 10 + "the quick brown fox jumps over the lazy dog, twice over!" + "y" * 10
+    assert memorization(["...the quick brown fox jumps over the lazy dog, twice over!", "the quick brown"], train) == 0.5
+    out = gm.evaluate(text_model, "the cat sat on the log. the dog sat on the mat.", train=TEXT, n_samples=4)
+    assert {"bits_per_char", "perplexity_per_token", "distinct_2", "memorization_50"} <= set(out)
+
+
+def test_text_families_are_listed_for_text_and_molecules():
+    assert {"gpt", "rnn", "ngram"} <= set(gm.list_models("text")) and "gpt" in gm.list_models("molecule")
+
+
+# ---------------------------------------------------------------- molecules
+def test_molecule_codec_canonicalises_and_skips_invalid_training_smiles():
+    with pytest.warns(UserWarning, match="skipped 2 of 5"):
+        codec = MoleculeCodec().fit(["OCC", "C1CC", "c1ccccc1", "not a molecule", "CC(=O)O"])
+    assert codec.skipped_ == 2
+    b = codec.encode(["OCC"])
+    assert codec.decode(b) == ["CCO"]                       # canonical SMILES out
+    with pytest.raises(DataError, match="cannot be parsed"):
+        codec.encode(["C1CC"])
+    assert canonical("C1CC") is None and canonical("OCC") == "CCO"
+
+
+def test_molecule_decode_reports_invalid_strings_as_none():
+    codec = MoleculeCodec().fit(["CCO", "c1ccccc1"])
+    lookup = {t: i + 1 for i, t in enumerate(codec.chars_)}
+    row = [0] + [lookup[t] for t in ["c", "1", "c", "c"]] + [0]          # an unclosed aromatic ring
+    b = {"tokens": torch.tensor([row]), "length": torch.tensor([len(row)])}
+    assert codec.decode(b) == [None]
+
+
+def test_selfies_codec_decodes_every_string_to_a_molecule():
+    codec = MoleculeCodec(representation="selfies").fit(MOLS)
+    V = codec.spec().extra["vocab_size"]
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randint(1, V, (50, 12), generator=g)
+    rows[:, 0] = 0
+    out = codec.decode({"tokens": rows, "length": torch.full((50,), 12)})
+    assert sum(s is None for s in out) <= 2 and all(s is None or canonical(s) == s for s in out)
+
+
+@pytest.mark.parametrize("representation", ["smiles", "selfies"])
+def test_molecule_model_samples_canonical_smiles_or_none(representation):
+    m = gm.Model("gpt", modality="molecule", representation=representation, **TINY)
+    m.fit(MOLS, max_steps=80, verbose=False)
+    assert m.likelihood == "bound"
+    out = m.sample(20, seed=0)
+    assert len(out) == 20 and all(s is None or canonical(s) == s for s in out)
+    assert np.all(np.isfinite(m.log_prob(["CCO", "OCC"])))
+    assert m.log_prob(["CCO"])[0] == pytest.approx(m.log_prob(["OCC"])[0])      # the same molecule
+
+
+def test_molecule_augmentation_adds_random_smiles_windows():
+    plain = MoleculeCodec().fit(MOLS)
+    aug = MoleculeCodec(augment=2).fit(MOLS)
+    assert aug.encode_train(MOLS)["tokens"].shape[0] > plain.encode_train(MOLS)["tokens"].shape[0]
+    with pytest.raises(ConfigError, match="smiles"):
+        MoleculeCodec(representation="selfies", augment=1)
+
+
+# ---------------------------------------------------------------- CLI
+def test_cli_fits_a_text_file_samples_from_a_prompt_and_scores(tmp_path, capsys):
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    out = tmp_path / "m"
+    assert main(["fit", str(path), "--modality", "text", "--model", "gpt", "--out", str(out), "--max-steps", "20",
+                 "--quiet", "--set", "n_layer=1", "--set", "n_embd=16", "--set", "n_head=2"]) == 0
+    assert main(["sample", str(out), "-n", "2", "--prompt", "the", "--set", "max_length=10"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("the") and printed.count("-" * 40) == 2
+    assert main(["sample", str(out), "-n", "2", "--prompt", "ZZ"]) == 2
+    assert "never seen" in capsys.readouterr().err
+    assert main(["sample", str(out), "-n", "2", "--set", "top_p=0"]) == 2
+    assert main(["score", str(out), str(path), "-o", str(tmp_path / "s.csv")]) == 0
+    assert "bits/char" in capsys.readouterr().err
