@@ -33,7 +33,12 @@ demo: $(VENV)/.installed
 	$(GM) fit digits --model pixelcnn --out $(DEMO)/digits-model --max-time 45 --seed 0 --threads 1 --quiet
 	$(GM) sample $(DEMO)/digits-model -n 64 -o $(DEMO)/digits-sevens.png --condition label=7 --seed 0
 	$(GM) score $(DEMO)/digits-model digits -o $(DEMO)/digits-scores.csv
-	@echo "demo: model, synthetic rows, scores and evaluation are in $(DEMO)/; 64 sampled 8x8 sevens in $(DEMO)/digits-sevens.png"
+	$(GM) fit shakespeare --model ngram --out $(DEMO)/shakespeare-model --set order=6 --quiet
+	$(GM) sample $(DEMO)/shakespeare-model -n 2 --prompt "ROMEO:" --set max_length=200 --seed 0 -o $(DEMO)/shakespeare-samples.txt
+	$(GM) score $(DEMO)/shakespeare-model shakespeare -o $(DEMO)/shakespeare-scores.csv
+	@echo "demo: model, synthetic rows, scores and evaluation are in $(DEMO)/; 64 sampled 8x8 sevens in $(DEMO)/digits-sevens.png;"
+	@echo "      Shakespeare from a 6-gram model in $(DEMO)/shakespeare-samples.txt"
+	@cat $(DEMO)/shakespeare-samples.txt
 	@cat $(DEMO)/evaluation.json
 
 test: $(VENV)/.installed-test

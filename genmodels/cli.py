@@ -118,6 +118,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     model.save(args.out)
     info = model.fit_info_
     unit = {"image": "images", "text": "documents", "molecule": "molecules"}.get(model.modality_, "rows")
+    unit = unit[:-1] if info["rows"] == 1 else unit
     _console(stderr=True).print(f"fitted {args.model} ({model.likelihood} likelihood) on {info['rows']} {unit} in "
                                 f"{info['fit_seconds']:.1f}s ({info['stopped']}); saved to {args.out}")
 

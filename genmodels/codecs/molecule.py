@@ -35,33 +35,17 @@ import torch
 
 from ..core import Batch
 from ..errors import ConfigError, DataError
+from ..metrics.molecule import canonical
 from .text import TextCodec
 
 REPRESENTATIONS = ("smiles", "selfies")
 SMILES_TOKENS = re.compile(r"(\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|/|:|~|@|\?|>|\*|\$|%[0-9]{2}|[0-9])")
 
 
-def canonical(smiles: str | None) -> str | None:
-    """RDKit's isomeric canonical SMILES of ``smiles``, or None when it cannot be parsed (or is empty)."""
-    if not isinstance(smiles, str) or not smiles.strip():
-        return None
-    from rdkit import Chem, RDLogger
-    RDLogger.DisableLog("rdApp.*")
-    mol = Chem.MolFromSmiles(smiles)
-    if mol is None or mol.GetNumAtoms() == 0:
-        return None
-    return Chem.MolToSmiles(mol)
-
-
 def random_smiles(smiles: str, k: int, rng: np.random.Generator) -> list[str]:
     """``k`` random (non-canonical) SMILES of one molecule, from RDKit's random atom orders."""
     from rdkit import Chem
-    mol = Chem.MolFromSmiles(smiles)
-    out = []
-    for _ in range(k):
-        Chem.rdBase.SeedRandomNumberGenerator(int(rng.integers(2**31 - 1)))
-        out.append(Chem.MolToSmiles(mol, canonical=False, doRandom=True))
-    return out
+    return list(Chem.MolToRandomSmilesVect(Chem.MolFromSmiles(smiles), k, randomSeed=int(rng.integers(2**31 - 1))))
 
 
 class MoleculeCodec(TextCodec):

@@ -1,0 +1,156 @@
+"""Molecule generation on MOSES: a model trained for at most ``--budget`` seconds, 10,000 samples, the
+MOSES metrics against MOSES's test set, next to MOSES's published CharRNN row.
+
+For each representation (SMILES, SELFIES), in its own process on one torch thread (``--jobs`` at a
+time): ``gm.Model(family, modality="molecule", representation=R)`` fitted on a seeded subset of
+``--size`` training molecules for ``--budget`` seconds, ``--samples`` molecules drawn (timed), and
+``genmodels.metrics.molecule.evaluate_molecules`` against MOSES's own precomputed statistics of its
+test set (``genmodels.moses.test_stats``: the same reference the published numbers use), novelty
+against the whole MOSES training set (stricter than against the subset), FCD of ``--fcd-sample``
+generated molecules. The published row (Polykovskiy et al. 2020, CharRNN trained on a GPU on the full set):
+valid 0.975, unique@10k 0.999, FCD/Test 0.073, SNN/Test 0.602, IntDiv 0.856, novelty 0.842.
+
+    .venv/bin/python benchmarks/molecules.py --budget 1800 --size 300000 --out benchmarks/results/molecules
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+PUBLISHED = {"valid": 0.975, "unique@10000": 0.999, "FCD/Test": 0.073, "SNN/Test": 0.602, "IntDiv1": 0.856,
+             "novelty": 0.842}
+TARGETS = {"valid": (">=", {"smiles": 0.95, "selfies": 1.0}), "unique@10000": (">=", 0.99),
+           "novelty": (">=", 0.85), "FCD/Test": ("<=", 1.0)}
+COLUMNS = ("valid", "unique@1000", "unique@10000", "novelty", "IntDiv1", "IntDiv2", "FCD/Test", "SNN/Test",
+           "Frag/Test", "Scaf/Test", "Filters", "logP", "SA", "QED", "weight")
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "load averages " + " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def run_one(rep: str, args: argparse.Namespace, out: Path) -> dict:
+    import genmodels as gm
+    from genmodels import moses
+    from genmodels.metrics.molecule import evaluate_molecules
+    torch.set_num_threads(1)
+    d = gm.datasets.load("moses", size=args.size, seed=0)
+    load_before = uptime()
+    m = gm.Model(args.family, modality="molecule", representation=rep, seed=0, num_threads=1, **json.loads(args.hyper))
+    m.fit(d.train, max_time=args.budget, verbose=False)
+    m.save(out / f"model-{rep}")
+    t = time.monotonic()
+    samples = m.sample(args.samples, seed=1)
+    sample_s = time.monotonic() - t
+    (out / f"samples-{rep}.txt").write_text("".join(f"{s if s else '<invalid>'}\n" for s in samples))
+    test = d.test
+    t = time.monotonic()
+    metrics = evaluate_molecules(samples, train=moses.smiles("train"), test_stats=moses.test_stats("test"),
+                                 fcd_sample=args.fcd_sample, seed=0, train_canonical=True)
+    metrics_s = time.monotonic() - t
+    lp = m.log_prob(test[:2000])
+    return {"representation": rep, "family": args.family, "hyper": json.loads(args.hyper), "budget_s": args.budget,
+            "train_molecules": len(d.train), "fit_info": m.fit_info_, "module_config": m.module_.config,
+            "vocab_size": m.codec_.spec().extra["vocab_size"], "block_size": m.codec_.spec().extra["block_size"],
+            "sample_s": round(sample_s, 1), "metrics_s": round(metrics_s, 1),
+            "test_nats_per_molecule_bound": float(-lp.mean()), "metrics": metrics,
+            "uptime_before": load_before, "uptime_after": uptime(), "examples": [s for s in samples[:12]]}
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def report(out: Path, args: argparse.Namespace, started: str, results: list[dict]) -> str:
+    lines = ["# Molecules: MOSES metrics of a CPU-trained generator", "",
+             f"Run {started} to {_dt.datetime.now().isoformat(timespec='seconds')}; {platform.platform()}, "
+             f"{os.cpu_count()} CPU cores, no GPU, shared; one torch thread per model, {args.jobs} models at a time.",
+             f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`", "",
+             f"Each model: `{args.family}` fitted for {args.budget:.0f} s on a seeded subset of {args.size:,} MOSES "
+             f"training molecules, {args.samples:,} samples; metrics against MOSES's precomputed statistics of its test "
+             f"set (176,074 molecules; FCD of at most {args.fcd_sample:,} generated molecules), novelty against the "
+             "whole MOSES training set (1,584,663).", "",
+             "| model | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+    for r in results:
+        lines.append(f"| genmodels {r['family']} ({r['representation']}) | "
+                     + " | ".join(_fmt(r["metrics"].get(c)) for c in COLUMNS) + " |")
+    lines.append("| MOSES CharRNN (published, GPU, full set) | "
+                 + " | ".join(_fmt(PUBLISHED.get(c)) for c in COLUMNS) + " |")
+    lines += ["", "| model | steps | epochs | sample 10k (s) | metrics (s) | test nats/molecule (bound) | "
+                  "vocab | block | uptime before fit |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        fi = r["fit_info"]
+        lines.append(f"| {r['representation']} | {fi.get('steps')} | {fi.get('epochs')} | {r['sample_s']} | "
+                     f"{r['metrics_s']} | {r['test_nats_per_molecule_bound']:.2f} | {r['vocab_size']} | "
+                     f"{r['block_size']} | {r['uptime_before']} |")
+    lines += ["", "Targets:", ""]
+    for r in results:
+        for key, (op, goal) in TARGETS.items():
+            g = goal[r["representation"]] if isinstance(goal, dict) else goal
+            v = r["metrics"].get(key)
+            ok = v is not None and (v >= g if op == ">=" else v <= g)
+            lines.append(f"- {r['representation']} {key} {op} {g}: {_fmt(v)} ({'met' if ok else '**missed**'})")
+    lines += ["", "First samples:", ""]
+    for r in results:
+        lines.append(f"- {r['representation']}: " + ", ".join(f"`{s}`" if s else "None" for s in r["examples"]))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget", type=float, default=1800)
+    p.add_argument("--size", type=int, default=300_000)
+    p.add_argument("--samples", type=int, default=10_000)
+    p.add_argument("--fcd-sample", type=int, default=10_000)
+    p.add_argument("--family", default="gpt")
+    p.add_argument("--hyper", default="{}", help="JSON hyper-parameters for the model")
+    p.add_argument("--representations", default="smiles,selfies")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "molecules"))
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.one:
+        result = run_one(args.one, args, out)
+        (out / f"{args.one}.json").write_text(json.dumps(result, indent=1, default=str))
+        return
+    started = _dt.datetime.now().isoformat(timespec="seconds")
+    reps = [r for r in args.representations.split(",") if r]
+    passthrough = sys.argv[1:]                  # the child takes --one REP and ignores --representations
+    running: list[subprocess.Popen] = []
+    for rep in reps:
+        while len([q for q in running if q.poll() is None]) >= args.jobs:
+            time.sleep(5)
+        log = open(out / f"{rep}.log", "w")
+        running.append(subprocess.Popen([sys.executable, __file__, *passthrough, "--one", rep],
+                                        stdout=log, stderr=subprocess.STDOUT))
+    codes = [q.wait() for q in running]
+    results = [json.loads((out / f"{r}.json").read_text()) for r in reps if (out / f"{r}.json").exists()]
+    text = report(out, args, started, results)
+    (out / "molecules.md").write_text(text)
+    (out / "molecules.json").write_text(json.dumps(results, indent=1, default=str))
+    print(text)
+    if any(codes):
+        sys.exit(f"some runs failed (exit codes {codes}); see {out}/*.log")
+
+
+if __name__ == "__main__":
+    main()
