@@ -2,7 +2,7 @@
 
 >>> import genmodels as gm
 >>> gm.list_models()
-['autoregressive', 'diffusion', 'flow', 'gan', 'gmm', 'kde', 'vae']
+['autoregressive', 'diffusion', 'flow', 'gan', 'gmm', 'gpt', 'kde', 'ngram', 'rnn', 'vae']
 """
 from . import datasets, errors
 from .evaluate import evaluate

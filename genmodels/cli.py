@@ -39,15 +39,15 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
-def _data(arg: str, split: str) -> Any:
-    """A path as given; a built-in data set's name as that split's DataFrame."""
+def _data(arg: str, split: str, size: int | None = None) -> Any:
+    """A path as given; a built-in data set's name as that split's data (``size``: sequence sets' subsets)."""
     from . import datasets
     from .errors import DataError
     if Path(arg).exists():
         return arg
     names = [d["name"] for d in datasets.list()]
     if arg in names:
-        return getattr(datasets.load(arg), split)
+        return getattr(datasets.load(arg, size=size), split)
     raise DataError(f"{arg!r} is neither a file nor a built-in data set; built-in: {', '.join(names)}")
 
 
@@ -112,7 +112,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     modality = args.modality or _builtin_modality(args.data)
     model = Model(args.model, modality=modality, seed=args.seed, device=args.device, num_threads=args.threads,
                   codec=codec, **hyper)
-    data = _data(args.data, "train")
+    data = _data(args.data, "train", size=args.size)
     model.fit(data, max_time=args.max_time, max_epochs=args.max_epochs, max_steps=args.max_steps,
               validation=args.validation, verbose=not args.quiet, resume=args.resume, checkpoint_dir=args.out)
     model.save(args.out)
@@ -265,6 +265,9 @@ def parser() -> argparse.ArgumentParser:
                    help="codec option, e.g. --codec size=[32,32] (images) or --codec atoms=none (tables)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted run saved in --out")
     s.add_argument("--modality", default=None, help="tabular, image, text or molecule (inferred when not given)")
+    s.add_argument("--size", type=int, default=None,
+                   help="built-in sequence sets: train on a seeded subset of this many molecules (moses) or the "
+                        "first characters (shakespeare)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_fit)
 

@@ -208,3 +208,26 @@ def test_cli_fits_a_text_file_samples_from_a_prompt_and_scores(tmp_path, capsys)
     assert main(["sample", str(out), "-n", "2", "--set", "top_p=0"]) == 2
     assert main(["score", str(out), str(path), "-o", str(tmp_path / "s.csv")]) == 0
     assert "bits/char" in capsys.readouterr().err
+
+
+def test_molecule_prompts_and_evaluation(tmp_path, capsys):
+    m = gm.Model("gpt", modality="molecule", representation="selfies", **TINY).fit(MOLS, max_steps=30, verbose=False)
+    out = m.sample(4, prompt="[C][C]", seed=0)
+    assert len(out) == 4
+    with pytest.raises(DataError, match="SELFIES"):
+        m.sample(2, prompt="C1CC(")
+    res = gm.evaluate(m, MOLS[:8], train=MOLS, n_samples=20)
+    assert {"valid", "unique@1000", "novelty", "FCD/Test", "log_likelihood_bound"} <= set(res)
+    assert 0 <= res["valid"] <= 1
+
+
+def test_cli_fits_a_file_of_smiles(tmp_path, capsys):
+    path = tmp_path / "mols.smi"
+    path.write_text("\n".join(MOLS + ["not_a_smiles"]) + "\n")
+    out = tmp_path / "m"
+    with pytest.warns(UserWarning, match="skipped 1"):
+        assert main(["fit", str(path), "--modality", "molecule", "--model", "ngram", "--out", str(out), "--quiet",
+                     "--set", "order=3"]) == 0
+    assert main(["sample", str(out), "-n", "5", "--seed", "0", "-o", str(tmp_path / "s.txt")]) == 0
+    lines = (tmp_path / "s.txt").read_text().splitlines()
+    assert len(lines) == 5 and all(ln == "<invalid>" or canonical(ln) == ln for ln in lines)

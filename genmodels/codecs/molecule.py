@@ -181,19 +181,32 @@ class MoleculeCodec(TextCodec):
         return [canonical(s) for s in strings]
 
     def sample_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        """A prompt is a SMILES prefix as written (not canonicalised: a prefix is rarely a molecule)."""
+        """A prompt is a SMILES prefix as written (not canonicalised: a prefix is rarely a molecule), or for
+        SELFIES models SELFIES symbols (or a complete SMILES)."""
         out = dict(options)
         prompt = out.get("prompt")
         if prompt is not None:
             if not isinstance(prompt, str):
                 raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}")
             lookup = {t: i + 1 for i, t in enumerate(self.chars_)}
-            tokens = self._split(self._string(prompt) if self.representation == "selfies" and prompt else prompt)
+            tokens = self._split(self._prompt_string(prompt))
             unknown = [t for t in tokens if t not in lookup]
             if unknown:
                 raise DataError(f"the prompt has tokens never seen in training: {sorted(set(unknown))}")
             out["prompt"] = torch.tensor([0] + [lookup[t] for t in tokens], dtype=torch.long)
         return out
+
+    def _prompt_string(self, prompt: str) -> str:
+        """A prompt in the model's representation: SMILES as written; for SELFIES, SELFIES symbols as written
+        ("[C][C]") or a complete SMILES translated to SELFIES."""
+        if self.representation != "selfies" or not prompt or prompt.startswith("["):
+            return prompt
+        import selfies
+        try:
+            return selfies.encoder(prompt)
+        except Exception:                              # selfies raises its own EncoderError
+            raise DataError(f"the prompt {prompt!r} is not a SMILES that SELFIES can encode; give a complete "
+                            "SMILES or SELFIES symbols such as '[C][C][O]'") from None
 
     # ---- persistence
     def state(self) -> dict:

@@ -1,6 +1,7 @@
 """Evaluation metrics: plain functions over numpy arrays and pandas DataFrames.
 
-Image metrics live in ``genmodels.metrics.image`` (imported on use: they need torch and Pillow).
+Image, text and molecule metrics live in ``genmodels.metrics.image``, ``.text`` and ``.molecule``
+(imported on use: they need torch, Pillow, RDKit).
 """
 from .likelihood import bits_per_dim, nats_to_bits, summarize_log_likelihood
 from .samples import c2st_auroc, mmd_rbf, table_to_features
