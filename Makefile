@@ -79,3 +79,12 @@ bench-ood: $(VENV)/.installed
 # five families x 15 minutes, two at a time, then pythae's VAE (needs pythae in .venv-bench)
 bench-images: $(VENV)/.installed $(BENCH_VENV)/.installed
 	$(VENV)/bin/python benchmarks/images.py --budget 900 --jobs 2 --pythae
+
+# Issue 6's text benchmark: genmodels' gpt against a plain PyTorch loop of nanoGPT's CPU recipe (same
+# process, same torch threads), then ngram / rnn / gpt for 10 minutes each on shakespeare (~40 min).
+.PHONY: bench-text
+bench-text: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/text.py --budget 600 --threads 1
+# MOSES: a 30-minute GPT per representation (SMILES, SELFIES), 10,000 samples, the MOSES metrics
+bench-molecules: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/molecules.py --budget 1800 --size 300000 --out benchmarks/results/molecules

@@ -119,9 +119,13 @@ class GPT(SequenceModule):
             Must be >= T.
     """
 
-    # nanoGPT's small-model recipe: AdamW lr 1e-3, weight decay 0.1, short warm-up
-    train_defaults: ClassVar[dict[str, Any]] = {"batch_size": 64, "lr": 1e-3, "warmup_steps": 100,
-                                                "weight_decay": 0.1, "eval_every": 250}
+    # AdamW, weight decay 0.1, short warm-up, clipping at 1 (nanoGPT); smaller batches at a higher rate
+    # than nanoGPT's 1e-3 learn far more per token within a short budget (shakespeare, 10 min on a CPU:
+    # 1.81 vs 2.09 nats/char with batch 64 at 1e-3, benchmarks/text.py); validation on a fixed 1,024
+    # held-out rows keeps early stopping cheap on a large corpus
+    train_defaults: ClassVar[dict[str, Any]] = {"batch_size": 32, "lr": 3e-3, "warmup_steps": 100,
+                                                "weight_decay": 0.1, "grad_clip": 1.0, "eval_every": 250,
+                                                "val_rows": 1024}
 
     def __init__(self, spec: Spec, n_layer: int = 4, n_head: int = 4, n_embd: int = 128, dropout: float = 0.0,
                  bias: bool = True, block_size: int | None = None):
