@@ -46,6 +46,9 @@ def test_decode_stops_at_the_end_token_and_round_trips():
 def test_default_block_is_the_longest_document_for_lists():
     assert TextCodec().fit(["ab", "abcde"]).spec().extra["block_size"] == 8
     assert TextCodec().fit(TEXT).spec().extra["block_size"] == 128
+    assert TextCodec().fit([TEXT]).spec().extra["block_size"] == 128      # what Model.fit passes for one text
+    m = gm.Model("ngram", order=2).fit(TEXT, verbose=False)
+    assert m.codec_.spec().extra["block_size"] == 128
 
 
 def test_unseen_characters_are_named():

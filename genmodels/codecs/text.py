@@ -120,7 +120,8 @@ class TextCodec:
 
     # ---- fitting
     def fit(self, raw: Any) -> "TextCodec":
-        docs, corpus = read_documents(raw) if not isinstance(raw, list) else (self._documents(raw), False)
+        docs = read_documents(raw)[0] if not isinstance(raw, list) else self._documents(raw)
+        corpus = len(docs) == 1            # one text (Model.fit hands it over as a one-element list)
         if not docs or not any(docs):
             raise DataError("the text is empty: there is nothing to learn from; give a non-empty text or list of strings")
         if self.tokenizer == "char":
