@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+_load_before = os.getloadavg()[0]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -57,21 +58,24 @@ def _sample_metrics(samples: np.ndarray, d, seed: int = 0) -> dict:
     return evaluate_images(Given(), d.test, train=d.train, n_samples=len(samples), seed=seed)
 
 
-def run_genmodels(family: str, budget: float, out: Path, marginal: bool, score_limit: int | None) -> dict:
+def run_genmodels(name: str, budget: float, out: Path, marginal: bool, score_limit: int | None,
+                  variants: dict[str, tuple[str, dict]]) -> dict:
     import genmodels as gm
     from genmodels.codecs.image import save_grid
     d = _load()
     torch.set_num_threads(1)
-    m = gm.Model(family, seed=0, num_threads=1)
+    family, hyper = variants.get(name, (name, {}))
+    m = gm.Model(family, seed=0, num_threads=1, **hyper)
     t0 = time.monotonic()
     m.fit(d.train, max_time=budget, verbose=False)
-    res = {"family": family, "fit_seconds": round(time.monotonic() - t0, 1), "likelihood": m.likelihood,
+    res = {"family": name, "fit_seconds": round(time.monotonic() - t0, 1), "likelihood": m.likelihood,
+           "hyperparameters": hyper, "load_before_fit": _load_before,
            "fit_info": {k: v for k, v in m.fit_info_.items() if isinstance(v, (int, float, str))}}
-    m.save(out / f"model-{family}")
+    m.save(out / f"model-{name}")
     t0 = time.monotonic()
     samples = m.sample(1000, seed=0)
     res["sample_seconds_1000"] = round(time.monotonic() - t0, 2)
-    save_grid(samples[:64], out / f"grid-{family}.png", ncol=8)
+    save_grid(samples[:64], out / f"grid-{name}.png", ncol=8)
     D = 784
     if m.likelihood != "none":
         t0 = time.monotonic()
@@ -136,9 +140,24 @@ def _one(args: argparse.Namespace) -> None:
         res = run_pythae(args.budget, out)
     else:
         limits = dict((k, int(v)) for k, v in (kv.split("=") for kv in args.score_limit.split(",") if kv))
-        res = run_genmodels(args.one, args.budget, out, args.one in args.marginal.split(","), limits.get(args.one))
+        variants = _variants(args.variant)
+        family = variants.get(args.one, (args.one, {}))[0]
+        res = run_genmodels(args.one, args.budget, out, family in args.marginal.split(","), limits.get(family),
+                            variants)
     res["load_after"] = os.getloadavg()[0]
     (out / f"result-{args.one}.json").write_text(json.dumps(res, indent=2))
+
+
+def _variants(items: list[str]) -> dict[str, tuple[str, dict]]:
+    """``NAME=FAMILY:JSON`` entries (``--variant``) as {name: (family, hyper-parameters)}."""
+    out = {}
+    for item in items:
+        name, _, rest = item.partition("=")
+        family, _, hyper = rest.partition(":")
+        if not name or family not in FAMILIES:
+            raise SystemExit(f"--variant {item!r}: expected NAME=FAMILY:JSON with FAMILY one of {FAMILIES}")
+        out[name] = (family, json.loads(hyper or "{}"))
+    return out
 
 
 def _fmt(v, digits=3) -> str:
@@ -175,9 +194,15 @@ def main() -> None:
                    help="FAMILY=N: score only the first N test images (the diffusion bound costs ~100 passes per image)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", default="benchmarks/results/images")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=FAMILY:JSON",
+                   help='a family with other hyper-parameters, run as NAME (list NAME in --families), '
+                        'e.g. diffusion-ema=diffusion:\'{"ema": 0.999}\'')
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args()
+    known = set(FAMILIES) | set(_variants(args.variant)) | {"pythae-vae"}
+    if any(f not in known for f in args.families.split(",") if f):
+        p.error(f"--families: each must be one of {sorted(known)}")
     if args.one:
         _one(args)
         return
@@ -189,7 +214,7 @@ def main() -> None:
         if args.pythae:
             jobs.append([args.pythae_python, __file__, "--one", "pythae-vae"])
         common = ["--budget", str(args.budget), "--out", str(out), "--marginal", args.marginal,
-                  "--score-limit", args.score_limit]
+                  "--score-limit", args.score_limit, *(f"--variant={v}" for v in args.variant)]
         running: list[tuple[subprocess.Popen, str]] = []
         started = time.strftime("%Y-%m-%dT%H:%M:%S")
         while jobs or running:
