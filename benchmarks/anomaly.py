@@ -251,6 +251,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--vae-epochs", type=int, default=5)
     p.add_argument("--no-digits", action="store_true")
+    p.add_argument("--setting", action="append", default=[], metavar="NAME=JSON",
+                   help='an extra genmodels detector, e.g. gmm-k8=\'{"n_components": 8}\' (AnomalyDetector keywords)')
     p.add_argument("--merge", nargs="+", default=None, help="combine JSON files of partial runs")
     p.add_argument("--note", action="append", default=[], help="a line for the report's notes")
     p.add_argument("--out", default=str(HERE / "results" / "anomaly.json"))
@@ -266,10 +268,16 @@ def main() -> None:
         import torch
         torch.set_num_threads(1)
         warnings.filterwarnings("ignore")
+        for item in args.setting:
+            name, _, kw = item.partition("=")
+            try:
+                GENMODELS[f"genmodels-{name}"] = json.loads(kw)
+            except json.JSONDecodeError as e:
+                p.error(f"--setting {item!r}: the part after '=' must be JSON ({e})")
         methods = [m for m in args.methods.split(",") if m]
-        bad = [m for m in methods if m not in ALL]
+        bad = [m for m in methods if m not in (*GENMODELS, *PYOD)]
         if bad:
-            p.error(f"unknown methods {bad}; choose from {ALL}")
+            p.error(f"unknown methods {bad}; choose from {(*GENMODELS, *PYOD)} (or add one with --setting)")
         sets = args.sets.split(",") if args.sets else sorted(f.stem for f in ODDS.glob("*.mat"))
         log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
         started = time.monotonic()
