@@ -290,3 +290,22 @@ def test_data_errors():
         m.fit_closed_form({"tokens": torch.zeros(3, 1, dtype=torch.long), "length": torch.ones(3, dtype=torch.long)})
     with pytest.raises(DataError, match="length"):
         m.log_prob({"tokens": torch.zeros(2, 3, dtype=torch.long), "length": torch.tensor([2, 5])})
+
+
+def test_nonempty_documents_renormalise_the_first_token():
+    # trained on data with empty documents: the free model gives [0, 0] mass, the nonempty one none
+    V, T, order = 3, 2, 3
+    data = batch([[0, 0], [0, 0], [0, 1, 2], [0, 2, 2, 1, 0], [0, 1, 0]])
+    free = NGram(spec(V, T), order=order)
+    free.fit_closed_form(data)
+    m = NGram(Spec(extra={"vocab_size": V, "block_size": T, "nonempty": True}), order=order)
+    m.fit_closed_form(data)
+    lp_free, lp = free.token_log_probs(batch([[0, 0], [0, 1], [0, 2]]))[:, 0], m.token_log_probs(batch([[0, 0], [0, 1], [0, 2]]))[:, 0]
+    assert lp[0] == -math.inf and float(lp_free[0].exp()) > 0.2
+    assert torch.allclose(lp[1:], lp_free[1:] - torch.log1p(-lp_free[0].exp()), atol=1e-12)
+    rows = [[0] + list(t[:t.index(0) + 1] if 0 in t else t) for t in itertools.product(range(V), repeat=3)]
+    rows = [list(r) for r in {tuple(r) for r in rows} if r != (0, 0)]
+    assert float(m.log_prob(batch(rows)).exp().sum()) == pytest.approx(1.0, abs=1e-12)
+    g = lambda: torch.Generator().manual_seed(0)
+    assert int((free.sample(500, generator=g(), max_length=3)["length"] == 2).sum()) > 0
+    assert int((m.sample(500, generator=g(), max_length=3)["length"] == 2).sum()) == 0

@@ -364,3 +364,39 @@ def test_state_dict_round_trip(name):
     batch = rows([9, 4, 6], seed=8)
     assert torch.equal(m.log_prob(batch), again.log_prob(batch))
     assert m.config == again.config
+
+
+# ---------------------------------------------------------------- non-empty documents (molecules)
+
+@pytest.mark.parametrize("name", ["gpt", "lstm"])
+def test_nonempty_documents_renormalise_the_first_token(name):
+    """spec.extra["nonempty"]: no end token right after the start; the other first tokens get
+    p / (1 - p_end) of the same weights without the flag; later positions are unchanged; the mass over
+    all sequences is still one; no sample is empty (the free model draws empty ones)."""
+    spec = Spec(extra={"vocab_size": 3, "block_size": 2})
+    free, m = build(name, spec), build(name, Spec(extra={**spec.extra, "nonempty": True}))
+    first = {"tokens": torch.tensor([[0, t] for t in range(3)]), "length": torch.tensor([2, 2, 2])}
+    with torch.no_grad():
+        lp_free, lp = free.token_log_probs(first)[:, 0].double(), m.token_log_probs(first)[:, 0].double()
+    assert lp[0] == -math.inf and 0.05 < float(lp_free[0].exp()) < 0.95
+    assert torch.allclose(lp[1:], lp_free[1:] - torch.log1p(-lp_free[0].exp()), atol=1e-5)
+    later = rows([7, 5, 6], seed=2, vocab=3)
+    later["tokens"][:, 1] = 1
+    with torch.no_grad():
+        diff = m.token_log_probs(later)[:, 1:] - free.token_log_probs(later)[:, 1:]
+    assert float(diff.abs().max()) < 1e-5
+    K = 5
+    seqs = [[0, *s, 0] for k in range(1, K) for s in itertools.product((1, 2), repeat=k)]
+    seqs += [[0, *s] for s in itertools.product((1, 2), repeat=K)]
+    L = max(map(len, seqs))
+    batch = {"tokens": torch.tensor([s + [0] * (L - len(s)) for s in seqs]),
+             "length": torch.tensor([len(s) for s in seqs])}
+    with torch.no_grad():
+        assert abs(float(m.log_prob(batch).exp().sum()) - 1.0) < 1e-5
+    g = lambda: torch.Generator().manual_seed(0)
+    assert int((free.sample(400, generator=g(), max_length=3)["length"] == 2).sum()) > 0
+    assert int((m.sample(400, generator=g(), max_length=3)["length"] == 2).sum()) == 0
+    m.train()
+    loss = m.loss(later)                 # the masked logit keeps the graph intact
+    loss.backward()
+    assert math.isfinite(loss.detach().item())

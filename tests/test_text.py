@@ -184,6 +184,8 @@ def test_molecule_model_samples_canonical_smiles_or_none(representation):
     assert m.likelihood == "bound"
     out = m.sample(20, seed=0)
     assert len(out) == 20 and all(s is None or canonical(s) == s for s in out)
+    assert m.codec_.spec().extra["nonempty"] and m.module_.nonempty      # an empty string is no molecule
+    assert all(s != "" for s in m.sample(200, seed=1, temperature=3.0))    # even when sampling wildly
     assert np.all(np.isfinite(m.log_prob(["CCO", "OCC"])))
     assert m.log_prob(["CCO"])[0] == pytest.approx(m.log_prob(["OCC"])[0])      # the same molecule
 

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..core import Batch
+from ..core import Batch, Spec
 from ..errors import ConfigError, DataError
 from ..metrics.molecule import canonical
 from .text import TextCodec
@@ -129,6 +129,12 @@ class MoleculeCodec(TextCodec):
         if "".join(tokens) != s:
             raise DataError(f"the SMILES {s!r} holds characters outside the SMILES token set")
         return tokens
+
+    def spec(self) -> Spec:
+        """The text codec's spec plus ``nonempty``: an empty string is no molecule, so sequence models give
+        the end token no mass right after the start (``SequenceModule``): no sample is ever empty."""
+        spec = super().spec()
+        return Spec(extra={**spec.extra, "nonempty": True})
 
     @property
     def bound_reasons(self) -> list[str]:

@@ -56,6 +56,8 @@ Example:
 """
 from __future__ import annotations
 
+import math
+
 import numbers
 from typing import Any, ClassVar
 
@@ -236,7 +238,8 @@ class NGram(SequenceModule):
         return info
 
     def _counted_nll(self, counts: dict[str, tuple[Tensor, Tensor]]) -> float:
-        """-sum of log p over the training targets, scoring each distinct top n-gram once (times its count)."""
+        """-sum of log p over the training targets, scoring each distinct top n-gram once (times its count);
+        reported as train_nll, without the first-token renormalisation of ``nonempty`` models."""
         N, V, total = self.order, self.vocab_size, 0.0
         for name, r in [(f"start{r}", r) for r in range(2, N)] + [(f"mid{N}", N)]:
             keys, c = counts[name]                                           # r tokens: r-1 context + target
@@ -296,6 +299,10 @@ class NGram(SequenceModule):
         pos, m = window_targets(tokens, length, self.block_length, self.order)
         flat = tokens.reshape(-1)
         lp = self.next_probs(flat, pos - 1, m, flat[pos][:, None])[:, 0].log()
+        if self.nonempty:                       # renormalise the first token of a document without EOS
+            first = (pos % L == 1).nonzero().squeeze(1)
+            p_end = self.next_probs(flat, pos[first] - 1, m[first], torch.zeros_like(first)[:, None])[:, 0]
+            lp[first] = torch.where(flat[pos[first]] == 0, -math.inf, lp[first] - torch.log1p(-p_end))
         out.view(-1)[pos - pos // L - 1] = lp                                # (b, j) -> b (L-1) + j - 1
         return out
 

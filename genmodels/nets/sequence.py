@@ -5,6 +5,7 @@ A batch of token sequences (what the text and molecule codecs produce)::
     batch["tokens"]  LongTensor (B, L)  row r = [0, t1, t2, ..., t_{len-1}, padding (0)...]
     batch["length"]  LongTensor (B,)    valid positions of the row, position 0 included
     spec.extra = {"vocab_size": V, "block_size": T}    id 0 is "<s>": BOS and EOS; ordinary ids 1..V-1
+                 (optional "nonempty": True, below)
 
 Targets are the positions 1..length-1 (a document's final EOS, id 0, is an ordinary target).
 
@@ -20,6 +21,11 @@ same quantity, averaged per target token. ``sample`` continues a sequence past T
 same way: when the next position j starts a new window ((j-1) % T == 0), the context restarts at
 position j-1 (the KV cache / hidden state is dropped and rebuilt from that one token). Hence sampling
 draws exactly from the distribution that ``log_prob`` scores (at temperature 1 without top-k/top-p).
+
+Non-empty documents: with ``spec.extra["nonempty"]`` (the molecule codec sets it: an empty string is no
+molecule) the end token is impossible right after the start of a document. Its logit there is set
+to -inf in training, scoring and sampling alike, so the model is a normalised distribution over
+non-empty documents and never samples an empty one.
 
 Units: ``log_prob`` is nats per row (float64, (B,)); ``loss`` is nats per target token (mean over
 every valid target of the batch); bits per token = nats / ln 2.
@@ -140,6 +146,7 @@ class SequenceModule(GenerativeModule):
 
     def __init__(self, spec: Spec, **config: Any):
         self.vocab_size, self.block_length = sequence_spec(spec, type(self).__name__)
+        self.nonempty = bool((spec.extra or {}).get("nonempty", False))
         super().__init__(spec, **config)
 
     # -- what a family implements ----------------------------------------------------------------
@@ -186,11 +193,17 @@ class SequenceModule(GenerativeModule):
 
     # -- scoring ---------------------------------------------------------------------------------
 
-    def _window_logits(self, inputs: Tensor) -> Tensor:
-        """Fresh-window logits (N, t, V) for windows (N, t); chunked when no gradient is needed."""
+    def _window_logits(self, inputs: Tensor, starts: Tensor) -> Tensor:
+        """Fresh-window logits (N, t, V) for windows (N, t), ``starts`` (N,) marking the windows that begin
+        a document (for ``nonempty``: no end token at their first target); chunked without gradients."""
         if torch.is_grad_enabled() or inputs.shape[0] <= EVAL_CHUNK:
-            return self.step_logits(inputs, None)[0]
-        return torch.cat([self.step_logits(x, None)[0] for x in inputs.split(EVAL_CHUNK)])
+            logits = self.step_logits(inputs, None)[0]
+        else:
+            logits = torch.cat([self.step_logits(x, None)[0] for x in inputs.split(EVAL_CHUNK)])
+        if self.nonempty:
+            logits = logits.clone()
+            logits[starts, 0, 0] = -math.inf
+        return logits
 
     def _targets_and_logits(self, tokens: Tensor, length: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Logits (N, t, V), targets (N, t) with -100 at padding, and the (B, L-1) index of each target."""
@@ -199,7 +212,9 @@ class SequenceModule(GenerativeModule):
         pos = torch.arange(1, L, device=tokens.device)                          # target positions (L-1,)
         targets = tokens[:, 1:].masked_fill(pos >= length[:, None], -100)      # (B, L-1)
         if L - 1 <= T:                                                          # one window per row
-            return self._window_logits(tokens[:, :-1]), targets, torch.arange(B * (L - 1), device=tokens.device)
+            starts = torch.ones(B, dtype=torch.bool, device=tokens.device)
+            return (self._window_logits(tokens[:, :-1], starts), targets,
+                    torch.arange(B * (L - 1), device=tokens.device))
         n_w = -(-(L - 1) // T)                                                  # windows per row
         pad = n_w * T + 1 - L
         tok = F.pad(tokens, (0, pad))                                            # (B, n_w T + 1)
@@ -209,7 +224,8 @@ class SequenceModule(GenerativeModule):
         keep = (torch.arange(n_w, device=tokens.device) * T + 1 < length[:, None]).reshape(-1)   # windows with targets
         inputs, tgt = inputs.reshape(B * n_w, T)[keep], tgt.reshape(B * n_w, T)[keep]
         where = torch.arange(B * n_w * T, device=tokens.device).view(B * n_w, T)[keep]   # flat index in (B, n_w T)
-        return self._window_logits(inputs), tgt, where.reshape(-1)
+        starts = (torch.arange(n_w, device=tokens.device) == 0).repeat(B)[keep]            # each row's first window
+        return self._window_logits(inputs, starts), tgt, where.reshape(-1)
 
     def token_log_probs(self, batch: Batch) -> Tensor:
         """log p(tokens[j] | window context) for j = 1..L-1: (B, L-1), 0 at padding (float32, or float64
@@ -278,7 +294,10 @@ class SequenceModule(GenerativeModule):
                 logits, cache = self.step_logits(tokens[:, ((j - 1) // T) * T:j], None)
             else:
                 logits, cache = self.step_logits(tokens[:, j - 1:j], cache)
-            logp = filter_logits(logits[:, -1].float(), temperature, top_k, top_p)     # (n, V)
+            logits = logits[:, -1].float()
+            if self.nonempty and j == 1:                         # no end token right after the start
+                logits[:, 0] = -math.inf
+            logp = filter_logits(logits, temperature, top_k, top_p)                    # (n, V)
             probs = logp.exp()
             if generator is not None and generator.device != probs.device:
                 nxt = torch.multinomial(probs.to(generator.device), 1, generator=generator).to(dev)
