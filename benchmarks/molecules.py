@@ -1,16 +1,18 @@
 """Molecule generation on MOSES: a model trained for at most ``--budget`` seconds, 10,000 samples, the
 MOSES metrics against MOSES's test set, next to MOSES's published CharRNN row.
 
-For each representation (SMILES, SELFIES), in its own process on one torch thread (``--jobs`` at a
-time): ``gm.Model(family, modality="molecule", representation=R)`` fitted on a seeded subset of
-``--size`` training molecules for ``--budget`` seconds, ``--samples`` molecules drawn (timed), and
+For each representation (SMILES, SELFIES), in its own process on ``--threads`` torch threads (``--jobs``
+at a time): ``gm.Model(family, modality="molecule", representation=R)`` fitted on a seeded subset of
+``--size`` training molecules for ``--budget`` seconds, ``--samples`` molecules drawn (timed) at each
+sampling temperature of ``--temperatures`` (``--reuse`` evaluates the saved models again), and
 ``genmodels.metrics.molecule.evaluate_molecules`` against MOSES's own precomputed statistics of its
 test set (``genmodels.moses.test_stats``: the same reference the published numbers use), novelty
 against the whole MOSES training set (stricter than against the subset), FCD of ``--fcd-sample``
 generated molecules. The published row (Polykovskiy et al. 2020, CharRNN trained on a GPU on the full set):
 valid 0.975, unique@10k 0.999, FCD/Test 0.073, SNN/Test 0.602, IntDiv 0.856, novelty 0.842.
 
-    .venv/bin/python benchmarks/molecules.py --budget 1800 --size 300000 --out benchmarks/results/molecules
+    .venv/bin/python benchmarks/molecules.py --budget 1800 --size 300000 --hyper '{"batch_size": 128}' \\
+        --temperatures 1.0,0.8 --out benchmarks/results/molecules
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -50,28 +53,36 @@ def run_one(rep: str, args: argparse.Namespace, out: Path) -> dict:
     import genmodels as gm
     from genmodels import moses
     from genmodels.metrics.molecule import evaluate_molecules
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     d = gm.datasets.load("moses", size=args.size, seed=0)
     load_before = uptime()
-    m = gm.Model(args.family, modality="molecule", representation=rep, seed=0, num_threads=1, **json.loads(args.hyper))
-    m.fit(d.train, max_time=args.budget, verbose=False)
-    m.save(out / f"model-{rep}")
-    t = time.monotonic()
-    samples = m.sample(args.samples, seed=1)
-    sample_s = time.monotonic() - t
-    (out / f"samples-{rep}.txt").write_text("".join(f"{s if s else '<invalid>'}\n" for s in samples))
-    test = d.test
-    t = time.monotonic()
-    metrics = evaluate_molecules(samples, train=moses.smiles("train"), test_stats=moses.test_stats("test"),
-                                 fcd_sample=args.fcd_sample, seed=0, train_canonical=True)
-    metrics_s = time.monotonic() - t
-    lp = m.log_prob(test[:2000])
-    return {"representation": rep, "family": args.family, "hyper": json.loads(args.hyper), "budget_s": args.budget,
+    saved = out / f"model-{rep}"
+    if args.reuse and saved.exists():             # evaluate a model this script trained and saved before
+        m = gm.load(saved)
+        m.num_threads = args.threads
+    else:
+        m = gm.Model(args.family, modality="molecule", representation=rep, seed=0, num_threads=args.threads,
+                     **json.loads(args.hyper))
+        m.fit(d.train, max_time=args.budget, verbose=False)
+        m.save(saved)
+    evals = []
+    train, stats = moses.smiles("train"), moses.test_stats("test")
+    for temperature in args.temperatures:
+        t = time.monotonic()
+        samples = m.sample(args.samples, seed=1, temperature=temperature)
+        sample_s = time.monotonic() - t
+        (out / f"samples-{rep}-T{temperature:g}.txt").write_text("".join(f"{s if s else '<invalid>'}\n" for s in samples))
+        t = time.monotonic()
+        metrics = evaluate_molecules(samples, train=train, test_stats=stats, fcd_sample=args.fcd_sample, seed=0,
+                                     train_canonical=True)
+        evals.append({"temperature": temperature, "sample_s": round(sample_s, 1),
+                      "metrics_s": round(time.monotonic() - t, 1), "metrics": metrics, "examples": samples[:12]})
+    lp = m.log_prob(d.test[:2000])
+    return {"representation": rep, "family": m.family, "hyper": m.hyperparameters, "budget_s": args.budget,
             "train_molecules": len(d.train), "fit_info": m.fit_info_, "module_config": m.module_.config,
             "vocab_size": m.codec_.spec().extra["vocab_size"], "block_size": m.codec_.spec().extra["block_size"],
-            "sample_s": round(sample_s, 1), "metrics_s": round(metrics_s, 1),
-            "test_nats_per_molecule_bound": float(-lp.mean()), "metrics": metrics,
-            "uptime_before": load_before, "uptime_after": uptime(), "examples": [s for s in samples[:12]]}
+            "test_nats_per_molecule_bound": float(-lp.mean()), "evals": evals, "reused": bool(args.reuse),
+            "uptime_before": load_before, "uptime_after": uptime()}
 
 
 def _fmt(v) -> str:
@@ -81,7 +92,8 @@ def _fmt(v) -> str:
 def report(out: Path, args: argparse.Namespace, started: str, results: list[dict]) -> str:
     lines = ["# Molecules: MOSES metrics of a CPU-trained generator", "",
              f"Run {started} to {_dt.datetime.now().isoformat(timespec='seconds')}; {platform.platform()}, "
-             f"{os.cpu_count()} CPU cores, no GPU, shared; one torch thread per model, {args.jobs} models at a time.",
+             f"{os.cpu_count()} CPU cores, no GPU, shared; {args.threads} torch thread(s) per model, {args.jobs} model(s) "
+             "at a time.",
              f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`", "",
              f"Each model: `{args.family}` fitted for {args.budget:.0f} s on a seeded subset of {args.size:,} MOSES "
              f"training molecules, {args.samples:,} samples; metrics against MOSES's precomputed statistics of its test "
@@ -89,27 +101,33 @@ def report(out: Path, args: argparse.Namespace, started: str, results: list[dict
              "whole MOSES training set (1,584,663).", "",
              "| model | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
     for r in results:
-        lines.append(f"| genmodels {r['family']} ({r['representation']}) | "
-                     + " | ".join(_fmt(r["metrics"].get(c)) for c in COLUMNS) + " |")
+        for e in r["evals"]:
+            lines.append(f"| genmodels {r['family']} ({r['representation']}, T={e['temperature']:g}) | "
+                         + " | ".join(_fmt(e["metrics"].get(c)) for c in COLUMNS) + " |")
     lines.append("| MOSES CharRNN (published, GPU, full set) | "
                  + " | ".join(_fmt(PUBLISHED.get(c)) for c in COLUMNS) + " |")
     lines += ["", "| model | steps | epochs | sample 10k (s) | metrics (s) | test nats/molecule (bound) | "
                   "vocab | block | uptime before fit |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         fi = r["fit_info"]
-        lines.append(f"| {r['representation']} | {fi.get('steps')} | {fi.get('epochs')} | {r['sample_s']} | "
-                     f"{r['metrics_s']} | {r['test_nats_per_molecule_bound']:.2f} | {r['vocab_size']} | "
-                     f"{r['block_size']} | {r['uptime_before']} |")
+        lines.append(f"| {r['representation']} | {fi.get('steps')} | {fi.get('epochs')} | "
+                     f"{' / '.join(str(e['sample_s']) for e in r['evals'])} | "
+                     f"{' / '.join(str(e['metrics_s']) for e in r['evals'])} | {r['test_nats_per_molecule_bound']:.2f} | "
+                     f"{r['vocab_size']} | {r['block_size']} | {r['uptime_before']} |")
     lines += ["", "Targets:", ""]
     for r in results:
-        for key, (op, goal) in TARGETS.items():
-            g = goal[r["representation"]] if isinstance(goal, dict) else goal
-            v = r["metrics"].get(key)
-            ok = v is not None and (v >= g if op == ">=" else v <= g)
-            lines.append(f"- {r['representation']} {key} {op} {g}: {_fmt(v)} ({'met' if ok else '**missed**'})")
+        for e in r["evals"]:
+            for key, (op, goal) in TARGETS.items():
+                g = goal[r["representation"]] if isinstance(goal, dict) else goal
+                v = e["metrics"].get(key)
+                ok = v is not None and (v >= g if op == ">=" else v <= g)
+                lines.append(f"- {r['representation']} T={e['temperature']:g} {key} {op} {g}: {_fmt(v)} "
+                             f"({'met' if ok else '**missed**'})")
     lines += ["", "First samples:", ""]
     for r in results:
-        lines.append(f"- {r['representation']}: " + ", ".join(f"`{s}`" if s else "None" for s in r["examples"]))
+        e = r["evals"][0]
+        lines.append(f"- {r['representation']} (T={e['temperature']:g}): "
+                     + ", ".join(f"`{s}`" if s else "None" for s in e["examples"]))
     return "\n".join(lines) + "\n"
 
 
@@ -123,6 +141,10 @@ def main() -> None:
     p.add_argument("--hyper", default="{}", help="JSON hyper-parameters for the model")
     p.add_argument("--representations", default="smiles,selfies")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per model")
+    p.add_argument("--temperatures", type=lambda v: [float(t) for t in v.split(",")], default=[1.0],
+                   help="sampling temperatures, each with its own 10,000 samples and metrics (e.g. 1.0,0.8)")
+    p.add_argument("--reuse", action="store_true", help="evaluate the models saved in --out instead of fitting")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "molecules"))
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
