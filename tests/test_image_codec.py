@@ -126,6 +126,10 @@ def test_folders(tmp_path):
     _write_images(tmp_path / "classes" / "dog", a[2:])
     got = read_folder(tmp_path / "classes")
     assert got.classes == ["cat", "dog"] and got.labels.tolist() == [0, 0, 1]
+    codec = ImageCodec().fit(tmp_path / "classes")
+    assert codec.encode_condition({"label": "dog"})["label"].tolist() == [1]
+    with pytest.raises(DataError, match=r"'cow' was never seen.*\['cat', 'dog'\]"):     # names the classes
+        codec.encode_condition({"label": "cow"})
     rgb = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
     _write_images(tmp_path / "rgb", rgb)
     assert (read_folder(tmp_path / "rgb").images == rgb).all()

@@ -299,8 +299,10 @@ class ImageCodec:
         for j, v in enumerate(values):
             key = v.item() if isinstance(v, np.generic) else v
             if key not in lookup:
-                raise DataError(f"class label {key!r} was never seen in training; the model knows "
-                                f"{self.label_values_}")
+                names = [str(c) for c in self.classes_]
+                known = (f"the classes {names} (labels {self.label_values_})"
+                         if names != [str(v) for v in self.label_values_] else f"{self.label_values_}")
+                raise DataError(f"class label {key!r} was never seen in training; the model knows {known}")
             out[j] = lookup[key]
         return out
 
