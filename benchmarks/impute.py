@@ -33,7 +33,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 import warnings
@@ -53,6 +52,7 @@ from threadpoolctl import threadpool_limits
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from _common import file_logger, uptime  # noqa: E402  (this folder is sys.path[0])
 import genmodels as gm
 
 SHARED = (REPO / ".." / "shared" / "data" / "impute").resolve()
@@ -121,13 +121,6 @@ def impute(name: str, make, xh: np.ndarray):
         out = np.where(np.isnan(xh), est[0].inverse_transform(out), xh)
     return out, est
 
-
-def uptime() -> str:
-    """The machine's load, as ``uptime`` prints it (shared machine: timings depend on it)."""
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10, check=False).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "load averages " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def run(datasets: list[tuple[str, str]], seeds: int, log, max_rows: int | None = None,
@@ -227,13 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         print(out.with_suffix(".md").read_text())
         return 0
     torch.set_num_threads(1)
-    logf = out.with_suffix(".log").open("w")
-
-    def log(msg: str) -> None:
-        line = f"[{_dt.datetime.now():%H:%M:%S}] {msg}"
-        print(line, flush=True)
-        logf.write(line + "\n")
-        logf.flush()
+    log = file_logger(out.with_suffix(".log"))
 
     meta = {"started": _dt.datetime.now().isoformat(timespec="seconds"), "max_rows": a.max_rows,
             "machine": f"{platform.platform()}, {os.cpu_count()} CPU cores, no GPU, shared",

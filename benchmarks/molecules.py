@@ -33,6 +33,7 @@ import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from _common import uptime  # noqa: E402  (this folder is sys.path[0])
 
 PUBLISHED = {"valid": 0.975, "unique@10000": 0.999, "FCD/Test": 0.073, "SNN/Test": 0.602, "IntDiv1": 0.856,
              "novelty": 0.842}
@@ -41,12 +42,6 @@ TARGETS = {"valid": (">=", {"smiles": 0.95, "selfies": 1.0}), "unique@10000": ("
 COLUMNS = ("valid", "unique@1000", "unique@10000", "novelty", "IntDiv1", "IntDiv2", "FCD/Test", "SNN/Test",
            "Frag/Test", "Scaf/Test", "Filters", "logP", "SA", "QED", "weight")
 
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10, check=False).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "load averages " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def run_one(rep: str, args: argparse.Namespace, out: Path) -> dict:

@@ -55,7 +55,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -67,6 +66,7 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from _common import file_logger, uptime  # noqa: E402  (this folder is sys.path[0])
 import genmodels as gm  # noqa: E402
 
 BLOCK = 64
@@ -223,13 +223,6 @@ def char_ids(text: str, chars: list[str]) -> np.ndarray:
     cp = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
     return np.searchsorted(table, cp)
 
-
-def uptime() -> str:
-    """The machine's load, as ``uptime`` prints it (shared machine: timings depend on it)."""
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10, check=False).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "load averages " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def gm_stream(model: gm.Model, text: str) -> np.ndarray:
@@ -424,13 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         print(out.with_suffix(".md").read_text())
         return 0
     torch.set_num_threads(a.threads)
-    logf = out.with_suffix(".log").open("w")
-
-    def log(msg: str) -> None:
-        line = f"[{_dt.datetime.now():%H:%M:%S}] {msg}"
-        print(line, flush=True)
-        logf.write(line + "\n")
-        logf.flush()
+    log = file_logger(out.with_suffix(".log"))
 
     meta = {"started": _dt.datetime.now().isoformat(timespec="seconds"), "threads": a.threads,
             "machine": f"{platform.platform()}, {os.cpu_count()} CPU cores, no GPU, shared; torch {torch.__version__}",

@@ -1,0 +1,28 @@
+"""Helpers shared by the benchmark scripts (run as ``python benchmarks/NAME.py``, so this folder is on
+sys.path): the machine's load (timings on a shared machine depend on it) and a progress log."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import subprocess
+from pathlib import Path
+
+
+def uptime() -> str:
+    """The machine's load, as ``uptime`` prints it (shared machine: timings depend on it)."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "load averages " + " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def file_logger(path: Path):
+    """A ``log(msg)`` that prints ``[HH:MM:SS] msg`` and appends it to ``path`` (truncated first)."""
+    f = Path(path).open("w")
+
+    def log(msg: str) -> None:
+        line = f"[{_dt.datetime.now():%H:%M:%S}] {msg}"
+        print(line, flush=True)
+        f.write(line + "\n")
+        f.flush()
+    return log
