@@ -26,6 +26,7 @@ from .core import Batch, GenerativeModule
 from .errors import ConfigError, DataError
 
 Transform = Callable[[Batch, torch.Generator], Batch]
+BUCKET_CHUNK = 50         # batches per sorted chunk when bucketing by length
 
 
 @dataclass
@@ -47,6 +48,8 @@ class TrainConfig:
     max_epochs: int | None = None
     max_steps: int | None = None
     checkpoint_every: float = 60.0    # seconds between resumable checkpoints
+    bucket: bool = False              # batch rows of similar batch["length"] together (sequence families
+                                      # trim the padding, so a batch costs its longest row, not the longest)
 
     def validate(self) -> None:
         if self.batch_size is not None and not (isinstance(self.batch_size, int) and self.batch_size > 0):
@@ -104,6 +107,19 @@ def evaluate_loss(module: GenerativeModule, batch: Batch, transform: Transform, 
         total += float(module.loss(b)) * len(idx)
     module.train()
     return total / n
+
+
+def _batches(n: int, bs: int, steps: int, gen: torch.Generator, length: Tensor | None) -> list[Tensor]:
+    """One epoch's row indices, ``steps`` batches of ``bs``. ``length`` (n,) given: bucketed batches, whose
+    rows have similar lengths -- shuffle, cut into chunks of BUCKET_CHUNK batches, sort each chunk by
+    length, cut it into batches, shuffle the batches (the same n // bs batches' worth of rows as without)."""
+    perm = torch.randperm(n, generator=gen)[:steps * bs]
+    if length is None:
+        return list(perm.split(bs))
+    batches = []                 # steps * bs is a multiple of bs, so every batch is full
+    for chunk in perm.split(BUCKET_CHUNK * bs):
+        batches += list(chunk[torch.argsort(length[chunk], stable=True)].split(bs))
+    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
 
 def _lr_factor(cfg: TrainConfig, state: TrainState, steps_per_epoch: int) -> float:
@@ -199,6 +215,10 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
         val_data = {k: v[keep] for k, v in val_data.items()}
     bs = min(cfg.batch_size or min(256, max(32, n // 10)), n)
     steps_per_epoch = max(1, n // bs)   # drop the ragged last batch: stable loss scale
+    lengths = train_data.get("length") if cfg.bucket else None
+    if cfg.bucket and not isinstance(lengths, Tensor):
+        raise ConfigError('bucket=True batches rows by their "length", which this data has not; '
+                          "use bucket=False")
     progress = _Progress(verbose, cfg, steps_per_epoch)
     step_fn = getattr(module, "training_step", None)
     # ``started`` (time.monotonic() when the caller began the fit) makes max_time bound the whole fit,
@@ -249,10 +269,9 @@ def train(module: GenerativeModule, train_data: Batch, val_data: Batch | None, *
             state.stopped = out_of_budget()
             if state.stopped:
                 break
-            perm = torch.randperm(n, generator=gen)
             stop = False
-            for i in range(steps_per_epoch):
-                batch = transform(_take(train_data, perm[i * bs:(i + 1) * bs], torch.device("cpu")), gen)
+            for i, idx in enumerate(_batches(n, bs, steps_per_epoch, gen, lengths)):
+                batch = transform(_take(train_data, idx, torch.device("cpu")), gen)
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 factor = _lr_factor(cfg, state, steps_per_epoch)
                 for opt in opts:

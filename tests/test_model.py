@@ -53,6 +53,8 @@ def test_budgets_and_history():
         gm.Model("flow").fit(x, max_steps=-1, verbose=False)
     with pytest.raises(ConfigError, match="validation"):
         gm.Model("flow").fit(x, validation=1.5, verbose=False)
+    with pytest.raises(ConfigError, match='bucket=True batches rows by their "length"'):
+        gm.Model("flow", bucket=True).fit(x, max_steps=2, verbose=False)       # a table has no lengths
 
 
 def test_early_stopping_restores_best_weights():

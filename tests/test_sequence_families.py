@@ -124,6 +124,37 @@ def test_log_prob_equals_brute_force_over_windows(name):
 
 
 @pytest.mark.parametrize("name", ["gpt", "lstm"])
+def test_padding_columns_no_row_reaches_change_nothing(name):
+    """loss and log_prob drop the padding columns beyond the longest row (the codec pads every row to
+    T+1); the token log-probs keep the caller's width, zeros there."""
+    m = build(name)
+    batch = rows([4, 3, 2], seed=5)
+    wide = dict(batch, tokens=torch.nn.functional.pad(batch["tokens"], (0, 6)))
+    assert torch.allclose(m.log_prob(wide), m.log_prob(batch), atol=1e-6)
+    assert torch.allclose(m.loss(wide), m.loss(batch), atol=1e-6)
+    tlp = m.token_log_probs(wide)
+    assert tlp.shape == (3, 9) and (tlp[:, 3:] == 0).all()
+    assert m.token_log_probs(dict(wide, length=torch.ones(3, dtype=torch.long))).shape == (3, 9)
+
+
+def test_bucketed_batches_hold_rows_of_similar_length():
+    from genmodels.train import BUCKET_CHUNK, _batches
+    n, bs = 1000, 8
+    length = torch.randint(1, 60, (n,), generator=torch.Generator().manual_seed(0))
+    plain = _batches(n, bs, n // bs, torch.Generator().manual_seed(1), None)
+    bucketed = _batches(n, bs, n // bs, torch.Generator().manual_seed(1), length)
+    assert all(len(b) == bs for b in bucketed) and len(bucketed) == len(plain) == n // bs
+    assert sorted(torch.cat(bucketed).tolist()) == sorted(torch.cat(plain).tolist())    # the same rows
+    spread = lambda bs_: float(torch.stack([length[b].max() - length[b].min() for b in bs_]).float().mean())
+    assert spread(bucketed) < 0.2 * spread(plain)
+    again = _batches(n, bs, n // bs, torch.Generator().manual_seed(1), length)
+    assert all(torch.equal(a, b) for a, b in zip(bucketed, again))                     # seeded
+    assert BUCKET_CHUNK * bs < n          # more than one chunk: the batches order is shuffled across chunks
+    firsts = [int(length[b].min()) for b in bucketed]
+    assert firsts != sorted(firsts)
+
+
+@pytest.mark.parametrize("name", ["gpt", "lstm"])
 def test_loss_is_mean_nll_per_target(name):
     m = build(name)
     batch = rows([5, 3, 4, 2, 5], seed=4)

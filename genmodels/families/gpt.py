@@ -125,7 +125,7 @@ class GPT(SequenceModule):
     # held-out rows keeps early stopping cheap on a large corpus
     train_defaults: ClassVar[dict[str, Any]] = {"batch_size": 32, "lr": 3e-3, "warmup_steps": 100,
                                                 "weight_decay": 0.1, "grad_clip": 1.0, "eval_every": 250,
-                                                "val_rows": 1024}
+                                                "val_rows": 1024, "bucket": True}
 
     def __init__(self, spec: Spec, n_layer: int = 4, n_head: int = 4, n_embd: int = 128, dropout: float = 0.0,
                  bias: bool = True, block_size: int | None = None):

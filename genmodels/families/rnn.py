@@ -65,7 +65,8 @@ class RNN(SequenceModule):
     # learns far more per token within a short budget than 64 at 2e-3 (shakespeare, 10 min on a CPU:
     # 1.64 vs 1.91 nats/char, benchmarks/text.py); validation on a fixed 1,024 held-out rows stays cheap
     train_defaults: ClassVar[dict[str, Any]] = {"batch_size": 32, "lr": 3e-3, "warmup_steps": 100,
-                                                "weight_decay": 0.0, "eval_every": 250, "val_rows": 1024}
+                                                "weight_decay": 0.0, "eval_every": 250, "val_rows": 1024,
+                                                "bucket": True}
 
     def __init__(self, spec: Spec, cell: str = "lstm", hidden: int = 256, n_layers: int = 2,
                  embedding: int | None = None, dropout: float = 0.0, tie_weights: bool = True):

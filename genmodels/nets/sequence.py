@@ -130,6 +130,12 @@ def model_block_size(block_size: Any, T: int) -> int:
     return B
 
 
+def _trim(tokens: Tensor, length: Tensor) -> Tensor:
+    """tokens without the padding columns that no row reaches (the codec pads every row to T+1)."""
+    L = int(length.max()) if length.numel() else tokens.shape[1]
+    return tokens[:, :L] if L < tokens.shape[1] else tokens
+
+
 # ---------------------------------------------------------------- the base class
 
 class SequenceModule(GenerativeModule):
@@ -234,6 +240,10 @@ class SequenceModule(GenerativeModule):
         B, L = tokens.shape
         if L < 2:
             return torch.zeros(B, 0, device=tokens.device)
+        tokens, full = _trim(tokens, length), L
+        L = tokens.shape[1]
+        if L < 2:
+            return torch.zeros(B, full - 1, device=tokens.device)
         logits, tgt, where = self._targets_and_logits(tokens, length)
         logits = logits if logits.dtype == torch.float64 else logits.float()
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100,
@@ -241,7 +251,7 @@ class SequenceModule(GenerativeModule):
         T, n_w = self.block_length, -(-(L - 1) // self.block_length)
         width = L - 1 if L - 1 <= T else n_w * T
         out = torch.zeros(B * width, dtype=nll.dtype, device=nll.device).index_copy(0, where, -nll)
-        return out.view(B, width)[:, :L - 1]
+        return F.pad(out.view(B, width)[:, :L - 1], (0, full - L))
 
     def log_prob(self, batch: Batch) -> Tensor:
         """(B,) float64 nats: sum over targets of the window-factorised conditionals."""
@@ -250,7 +260,7 @@ class SequenceModule(GenerativeModule):
     def loss(self, batch: Batch) -> Tensor:
         """Mean negative log-likelihood per target token (nats/token) over the batch's valid targets."""
         tokens, length = self.unpack_tokens(batch, need_targets=True)
-        logits, tgt, _ = self._targets_and_logits(tokens, length)
+        logits, tgt, _ = self._targets_and_logits(_trim(tokens, length), length)
         logits = logits if logits.dtype == torch.float64 else logits.float()
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
 
