@@ -141,7 +141,8 @@ def test_rebuild_from_config_is_exact(covariance):
 @pytest.mark.parametrize("kwargs", [
     {"n_components": 0}, {"n_components": 2.5}, {"max_components": 0}, {"covariance": "spherical"},
     {"reg_covar": -1.0}, {"max_iter": 0}, {"tol": -1e-3}, {"n_init": 0}, {"category_prior": -0.5},
-    {"category_prior": float("nan")}, {"n_init": True},
+    {"category_prior": float("nan")}, {"n_init": True}, {"rank": 0}, {"rank": 2}, {"rank": 1.5},
+    {"rank": 1, "covariance": "diag"},
 ])
 def test_bad_hyperparameters_raise(kwargs):
     with pytest.raises(ConfigError, match=next(iter(kwargs))):
@@ -389,6 +390,35 @@ def test_missing_em_likelihood_rises_and_matches_scipy(covariance):
     full.fit_closed_form(batch(mixture(400, spread=0.8)), generator=torch.Generator().manual_seed(0))
     order = lambda g: g.means[g.means[:, 0].argsort()].numpy()
     np.testing.assert_allclose(order(gmm), order(full), atol=0.35)
+
+
+def test_low_rank_one_component_is_sklearn_pca_covariance():
+    # probabilistic PCA's maximum-likelihood covariance is scikit-learn's PCA(q).get_covariance() (which
+    # uses the n - 1 scatter; the MLE uses n): top q eigen-directions kept, the rest averaged
+    from sklearn.decomposition import PCA
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((300, 3)) @ rng.standard_normal((3, 6)) + 0.3 * rng.standard_normal((300, 6))
+    for q in (1, 2, 4):
+        gmm = GMM(Spec(n_continuous=6), n_components=1, rank=q, reg_covar=0.0)
+        gmm.fit_closed_form(batch(x), generator=torch.Generator().manual_seed(0))
+        ref = PCA(n_components=q).fit(x).get_covariance() * (len(x) - 1) / len(x)
+        L = gmm.scale_tril[0].numpy()
+        np.testing.assert_allclose(L @ L.T, ref, atol=1e-8)
+        np.testing.assert_allclose(gmm.log_prob(batch(x)).numpy(), multivariate_normal(x.mean(0), ref).logpdf(x),
+                                   atol=1e-8)
+        assert gmm.n_parameters(1) == 6 + 6 * q - q * (q - 1) // 2 + 1
+
+
+@pytest.mark.parametrize("holes", [0.0, 0.2])
+def test_low_rank_em_likelihood_rises(holes):
+    # the low-rank M-step is exact, so EM's likelihood never falls (complete and incomplete data)
+    rng = np.random.default_rng(4)
+    z = rng.integers(0, 2, 400)
+    x = rng.standard_normal((400, 2)) @ rng.standard_normal((2, 5)) + 0.7 * z[:, None] + 0.5 * rng.standard_normal((400, 5))
+    x = holed(x, holes, seed=2) if holes else x
+    lls = [GMM(Spec(n_continuous=5), n_components=2, rank=2, reg_covar=0.0, max_iter=t, tol=0.0)
+           .fit_closed_form(batch(x), generator=torch.Generator().manual_seed(0))["train_log_lik"] for t in range(1, 12)]
+    assert np.all(np.diff(lls) >= -1e-10) and lls[-1] > lls[0] + 0.01
 
 
 def test_missing_em_with_missing_categories():

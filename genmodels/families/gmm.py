@@ -14,6 +14,15 @@ within component k the free x are Gaussian (the usual Schur-complement condition
 are independent draws from theta_k. ``conditional_mean`` gives E[x_free | given] and the mode of
 each free c, and ``log_prob`` of a batch with free slots is the exact marginal of the given ones.
 
+Low-rank covariances (``rank=q``, mixtures of probabilistic PCA, Tipping & Bishop 1999): every
+Sigma_k = W_k W_k^T + sigma_k^2 I with W_k of rank q. The M-step stays exact: given a component's
+weighted scatter S_k, the expected complete log-likelihood -N_k/2 (log|Sigma| + tr(Sigma^-1 S_k)) is
+maximised over that family by keeping S_k's top q eigen-directions and replacing the other D - q
+eigenvalues by their mean sigma^2 (scikit-learn's ``PCA.get_covariance`` for one component). The
+covariance is then stored as a full one, so scoring, sampling and the conditionals are unchanged;
+BIC counts D q - q (q - 1) / 2 + 1 covariance parameters per component. With few rows for the
+width (n close to D) this is a far better estimate than the sample covariance plus a ridge.
+
 Missing values: ``fit_closed_form`` on a batch that marks cells as missing (x NaN, c -1) runs the
 EM for incomplete data (Ghahramani & Jordan 1994): the E-step weighs each row's components by the
 marginal density of its observed slots and replaces the sufficient statistics of its missing x by
@@ -30,6 +39,7 @@ References:
     Ghahramani & Jordan (1994), Supervised learning from incomplete data via an EM approach.
     Arthur & Vassilvitskii (2007), k-means++: the advantages of careful seeding.
     Schwarz (1978), Estimating the dimension of a model (BIC).
+    Tipping & Bishop (1999), Mixtures of probabilistic principal component analysers.
 
 Example:
     >>> import torch
@@ -54,6 +64,17 @@ _EPS = 10 * torch.finfo(torch.float64).eps   # as scikit-learn: keeps empty comp
 Params = dict[str, Tensor]
 
 
+def ppca_covariance(covs: Tensor, q: int) -> Tensor:
+    """The maximum-likelihood W W^T + sigma^2 I (W of rank q) for scatter matrices ``covs`` (..., D, D):
+    the top q eigenvalues and their directions kept, the other D - q replaced by their mean sigma^2."""
+    evals, evecs = torch.linalg.eigh(covs)                                # ascending
+    sigma2 = evals[..., :-q].mean(-1).clamp_min(0)                        # (...,)
+    top = (evals[..., -q:] - sigma2[..., None]).clamp_min(0)              # (..., q)
+    U = evecs[..., -q:]                                                   # (..., D, q)
+    eye = torch.eye(covs.shape[-1], dtype=covs.dtype, device=covs.device)
+    return (U * top[..., None, :]) @ U.mT + sigma2[..., None, None] * eye
+
+
 class GMM(GenerativeModule):
     """Mixture of Gaussians (full or diagonal covariance) times independent categoricals per component.
 
@@ -64,6 +85,8 @@ class GMM(GenerativeModule):
         max_components: upper end of the BIC sweep.
         covariance: "full" or "diag".
         reg_covar: added to the covariance diagonal (as scikit-learn) so it stays positive definite.
+        rank: None for unconstrained full covariances; q (1 <= q < D, covariance="full" only) for
+            W W^T + sigma^2 I with W of rank q (mixtures of probabilistic PCA, module docstring).
         max_iter, tol: EM stops after max_iter steps or when the mean log-likelihood changes < tol.
         n_init: EM restarts from different k-means++ seeds; the best mean log-likelihood wins.
         category_prior: Dirichlet (Laplace) pseudo-count added to every category count, so no category
@@ -78,7 +101,7 @@ class GMM(GenerativeModule):
 
     def __init__(self, spec: Spec, n_components: int | None = None, max_components: int = 10,
                  covariance: str = "full", reg_covar: float = 1e-6, max_iter: int = 200,
-                 tol: float = 1e-4, n_init: int = 1, category_prior: float = 1.0):
+                 tol: float = 1e-4, n_init: int = 1, category_prior: float = 1.0, rank: int | None = None):
         if n_components is not None:
             check_int("n_components", n_components, 1)
         check_int("max_components", max_components, 1)
@@ -90,10 +113,18 @@ class GMM(GenerativeModule):
         check_int("n_init", n_init, 1)
         check_float("category_prior", category_prior, 0.0)
         check_spec(spec, "gmm")
+        if rank is not None:
+            check_int("rank", rank, 1)
+            if covariance != "full":
+                raise ConfigError(f"rank={rank} needs covariance='full' (it constrains full covariances)")
+            if rank >= max(spec.n_continuous, 1):
+                raise ConfigError(f"rank must be below the {spec.n_continuous} real-valued columns, got {rank}; "
+                                  "use rank=None for unconstrained covariances")
         n_components = None if n_components is None else int(n_components)
         super().__init__(spec, n_components=n_components, max_components=int(max_components),
                          covariance=covariance, reg_covar=float(reg_covar), max_iter=int(max_iter),
-                         tol=float(tol), n_init=int(n_init), category_prior=float(category_prior))
+                         tol=float(tol), n_init=int(n_init), category_prior=float(category_prior),
+                         rank=None if rank is None else int(rank))
         cards = torch.tensor(spec.cardinalities, dtype=torch.long)
         # offsets of each slot in the concatenated one-hot layout; derived from spec, so not saved
         self.register_buffer("offsets", torch.cumsum(cards, 0) - cards, persistent=False)
@@ -124,7 +155,10 @@ class GMM(GenerativeModule):
     def n_parameters(self, k: int) -> int:
         """Free parameters of a k-component model (what BIC counts)."""
         D = self.spec.n_continuous
+        q = self.config["rank"]
         cov = D * (D + 1) // 2 if self.config["covariance"] == "full" else D
+        if q is not None:
+            cov = D * q - q * (q - 1) // 2 + 1
         return (k - 1) + k * (D + cov + sum(card - 1 for card in self.spec.cardinalities))
 
     # ---------------------------------------------------------------- density
@@ -292,6 +326,8 @@ class GMM(GenerativeModule):
         (k, D, D) (diag: variances (k, D)) without the regulariser, category counts (k, S) without the
         prior."""
         reg = self.config["reg_covar"]
+        if self.config["rank"] is not None:
+            covs = ppca_covariance(covs, self.config["rank"])
         if self.config["covariance"] == "full":
             covs = covs + reg * torch.eye(covs.shape[-1], dtype=covs.dtype, device=covs.device)
             scale, info = torch.linalg.cholesky_ex(covs)                              # (k, D, D)
