@@ -63,7 +63,9 @@ class RNN(SequenceModule):
 
     # Adam at a high rate suits small LSTMs; weight decay off (dropout regularises). Batch 32 at 3e-3
     # learns far more per token within a short budget than 64 at 2e-3 (shakespeare, 10 min on a CPU:
-    # 1.64 vs 1.91 nats/char, benchmarks/text.py); validation on a fixed 1,024 held-out rows stays cheap
+    # 1.64 vs 1.91 nats/char, benchmarks/text.py); on MOSES SMILES (50k, 150 s) batch 32 reached 0.642
+    # nats/token against 0.811 for 128 at the same molecules per second, and bucketing by length 0.642
+    # against 0.651 without (1,893 against 1,575 steps). Validation on a fixed 1,024 held-out rows stays cheap
     train_defaults: ClassVar[dict[str, Any]] = {"batch_size": 32, "lr": 3e-3, "warmup_steps": 100,
                                                 "weight_decay": 0.0, "eval_every": 250, "val_rows": 1024,
                                                 "bucket": True}
