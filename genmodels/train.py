@@ -63,6 +63,8 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and not v > 0:
                 raise ConfigError(f"{name} must be > 0 (or None for no limit), got {v!r}")
+        if not isinstance(self.bucket, bool):
+            raise ConfigError(f"bucket must be True or False, got {self.bucket!r}")
         if self.ema is not None and not 0 < self.ema < 1:
             raise ConfigError(f"ema must be in (0, 1) or None, got {self.ema!r}")
         if self.max_time is None and self.max_epochs is None and self.max_steps is None:

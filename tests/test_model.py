@@ -55,6 +55,8 @@ def test_budgets_and_history():
         gm.Model("flow").fit(x, validation=1.5, verbose=False)
     with pytest.raises(ConfigError, match='bucket=True batches rows by their "length"'):
         gm.Model("flow", bucket=True).fit(x, max_steps=2, verbose=False)       # a table has no lengths
+    with pytest.raises(ConfigError, match="bucket must be True or False"):
+        gm.Model("flow", bucket="yes").fit(x, max_steps=2, verbose=False)
 
 
 def test_early_stopping_restores_best_weights():
