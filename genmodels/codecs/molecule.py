@@ -106,6 +106,7 @@ class MoleculeCodec(TextCodec):
             raise DataError(f"none of the {len(smiles)} training SMILES could be parsed by RDKit; give valid SMILES")
         self.train_canonical_ = docs
         strings = [self._string(d) for d in docs]
+        self._train_strings = strings[:]            # encode_train reuses them (SELFIES encoding is slow)
         if self.augment:
             rng = np.random.default_rng(0)
             strings += [r for d in docs[:2000] for r in random_smiles(d, self.augment, rng)]   # their tokens
@@ -141,12 +142,13 @@ class MoleculeCodec(TextCodec):
         return ["a molecule is scored by its canonical string; its other SMILES/SELFIES strings have mass too, "
                 "so the molecule's log-probability is at least this"]
 
-    def _ids(self, docs: list[str]) -> list[np.ndarray]:
+    def _ids(self, docs: list[str], strings: list[str] | None = None) -> list[np.ndarray]:
+        """Token ids of each canonical SMILES in ``docs`` (``strings``: their representation, if known)."""
         self._check_fitted()
         lookup = {t: i + 1 for i, t in enumerate(self.chars_)}
         out = []
-        for d in docs:
-            tokens = self._split(self._string(d))
+        for i, d in enumerate(docs):
+            tokens = self._split(strings[i] if strings is not None else self._string(d))
             unknown = [t for t in tokens if t not in lookup]
             if unknown:
                 raise DataError(f"the molecule {d!r} has tokens never seen in training: {sorted(set(unknown))}; "
@@ -157,8 +159,10 @@ class MoleculeCodec(TextCodec):
     def encode_train(self, raw: Any) -> Batch:
         """The training windows: each valid molecule's canonical string, plus ``augment`` random SMILES
         of it (tokens of a random SMILES unseen in ``fit`` drop that one string)."""
-        docs = getattr(self, "train_canonical_", None) or [c for c in map(canonical, self.coerce(raw)) if c]
-        ids = self._ids(docs)
+        docs = getattr(self, "train_canonical_", None)
+        strings = getattr(self, "_train_strings", None) if docs else None
+        docs = docs or [c for c in map(canonical, self.coerce(raw)) if c]
+        ids = self._ids(docs, strings)
         if self.augment:
             lookup = {t: i + 1 for i, t in enumerate(self.chars_)}
             rng = np.random.default_rng(0)
