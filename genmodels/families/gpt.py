@@ -122,10 +122,12 @@ class GPT(SequenceModule):
     # AdamW, weight decay 0.1, short warm-up, clipping at 1 (nanoGPT); smaller batches at a higher rate
     # than nanoGPT's 1e-3 learn far more per token within a short budget (shakespeare, 10 min on a CPU:
     # 1.81 vs 2.09 nats/char with batch 64 at 1e-3, benchmarks/text.py); validation on a fixed 1,024
-    # held-out rows keeps early stopping cheap on a large corpus
+    # held-out rows keeps early stopping cheap on a large corpus. bucket stays off: on MOSES SMILES (50k,
+    # 150 s, batch 32) bucketing by length gave more steps (1,497 against 1,325) but a slightly worse
+    # validation loss (0.755 against 0.747 nats/token)
     train_defaults: ClassVar[dict[str, Any]] = {"batch_size": 32, "lr": 3e-3, "warmup_steps": 100,
                                                 "weight_decay": 0.1, "grad_clip": 1.0, "eval_every": 250,
-                                                "val_rows": 1024, "bucket": True}
+                                                "val_rows": 1024}
 
     def __init__(self, spec: Spec, n_layer: int = 4, n_head: int = 4, n_embd: int = 128, dropout: float = 0.0,
                  bias: bool = True, block_size: int | None = None):
