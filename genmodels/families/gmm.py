@@ -20,8 +20,8 @@ weighted scatter S_k, the expected complete log-likelihood -N_k/2 (log|Sigma| + 
 maximised over that family by keeping S_k's top q eigen-directions and replacing the other D - q
 eigenvalues by their mean sigma^2 (scikit-learn's ``PCA.get_covariance`` for one component). The
 covariance is then stored as a full one, so scoring, sampling and the conditionals are unchanged;
-BIC counts D q - q (q - 1) / 2 + 1 covariance parameters per component. With few rows for the
-width (n close to D) this is a far better estimate than the sample covariance plus a ridge.
+BIC counts D q - q (q - 1) / 2 + 1 covariance parameters per component. It is the usual choice when
+rows are few for the width (n close to D); ``reg_covar`` still applies on top.
 
 Missing values: ``fit_closed_form`` on a batch that marks cells as missing (x NaN, c -1) runs the
 EM for incomplete data (Ghahramani & Jordan 1994): the E-step weighs each row's components by the
