@@ -85,7 +85,7 @@ bench-images: $(VENV)/.installed $(BENCH_VENV)/.installed
 .PHONY: bench-text
 bench-text: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/text.py --budget 600 --threads 1
-# MOSES: a 30-minute GPT per representation (SMILES, SELFIES), 10,000 samples, the MOSES metrics
+# MOSES: a 30-minute LSTM per representation (SMILES, SELFIES), 10,000 samples, the MOSES metrics
 bench-molecules: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/molecules.py --budget 1800 --size 300000 --family rnn --jobs 1 \
 		--threads 2 --temperatures 1.0,0.9 --out benchmarks/results/molecules

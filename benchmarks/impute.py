@@ -122,7 +122,6 @@ def impute(name: str, make, xh: np.ndarray):
     return out, est
 
 
-
 def run(datasets: list[tuple[str, str]], seeds: int, log, max_rows: int | None = None,
         loads: list | None = None) -> list[dict]:
     rows = []

@@ -29,7 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
@@ -44,7 +43,6 @@ TARGETS = {"valid": (">=", {"smiles": 0.95, "selfies": 1.0}), "unique@10000": ("
            "novelty": (">=", 0.85), "FCD/Test": ("<=", 1.0)}
 COLUMNS = ("valid", "unique@1000", "unique@10000", "novelty", "IntDiv1", "IntDiv2", "FCD/Test", "SNN/Test",
            "Frag/Test", "Scaf/Test", "Filters", "logP", "SA", "QED", "weight")
-
 
 
 def run_one(rep: str, args: argparse.Namespace, out: Path) -> dict:

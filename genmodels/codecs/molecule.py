@@ -105,15 +105,21 @@ class MoleculeCodec(TextCodec):
         if not docs:
             raise DataError(f"none of the {len(smiles)} training SMILES could be parsed by RDKit; give valid SMILES")
         self.train_canonical_ = docs
-        strings = [self._string(d) for d in docs]
-        self._train_strings = strings[:]            # encode_train reuses them (SELFIES encoding is slow)
+        # each molecule's string, kept for encode_train (SELFIES encoding of 300k molecules takes minutes;
+        # strings, not token lists: those would take ten times the memory)
+        self._train_strings = [self._string(d) for d in docs]
+        strings = self._train_strings
         if self.augment:
             rng = np.random.default_rng(0)
-            strings += [r for d in docs[:2000] for r in random_smiles(d, self.augment, rng)]   # their tokens
-        symbols = sorted({t for s in strings for t in self._split(s)})
-        self.chars_ = symbols                       # the vocabulary: one entry per token, ids 1..V-1
+            strings = strings + [r for d in docs[:2000] for r in random_smiles(d, self.augment, rng)]
+        symbols, longest = set(), 0
+        for string in strings:
+            tokens = self._split(string)
+            symbols.update(tokens)
+            longest = max(longest, len(tokens))
+        self.chars_ = sorted(symbols)               # the vocabulary: one entry per token, ids 1..V-1
         self.n_tokens_ = len(symbols) + 1
-        self.block_ = self.block_size or int(max(len(self._split(s)) for s in strings) + 1)
+        self.block_ = self.block_size or longest + 1
         return self
 
     def _string(self, smiles: str) -> str:
@@ -159,10 +165,12 @@ class MoleculeCodec(TextCodec):
     def encode_train(self, raw: Any) -> Batch:
         """The training windows: each valid molecule's canonical string, plus ``augment`` random SMILES
         of it (tokens of a random SMILES unseen in ``fit`` drop that one string)."""
-        docs = getattr(self, "train_canonical_", None)
-        strings = getattr(self, "_train_strings", None) if docs else None
-        docs = docs or [c for c in map(canonical, self.coerce(raw)) if c]
-        ids = self._ids(docs, strings)
+        if getattr(self, "train_canonical_", None):
+            docs = self.train_canonical_
+            ids = self._ids(docs, self._train_strings)
+        else:
+            docs = [c for c in map(canonical, self.coerce(raw)) if c]
+            ids = self._ids(docs)
         if self.augment:
             lookup = {t: i + 1 for i, t in enumerate(self.chars_)}
             rng = np.random.default_rng(0)

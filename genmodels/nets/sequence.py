@@ -237,13 +237,11 @@ class SequenceModule(GenerativeModule):
         """log p(tokens[j] | window context) for j = 1..L-1: (B, L-1), 0 at padding (float32, or float64
         when the family's logits are float64)."""
         tokens, length = self.unpack_tokens(batch)
-        B, L = tokens.shape
-        if L < 2:
-            return torch.zeros(B, 0, device=tokens.device)
-        tokens, full = _trim(tokens, length), L
+        B, full = tokens.shape
+        tokens = _trim(tokens, length)                          # the result is padded back to full - 1
         L = tokens.shape[1]
         if L < 2:
-            return torch.zeros(B, full - 1, device=tokens.device)
+            return torch.zeros(B, max(full - 1, 0), device=tokens.device)
         logits, tgt, where = self._targets_and_logits(tokens, length)
         logits = logits if logits.dtype == torch.float64 else logits.float()
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100,
