@@ -138,7 +138,11 @@ def cmd_sample(args: argparse.Namespace) -> None:
                           f"{'a .csv or .parquet file' if model.modality_ == 'tabular' else 'a folder, a .png grid or .npy'})")
     out = model.sample(args.n, seed=args.seed, condition=_pairs(args.condition, "--condition", parse=False) or None,
                        **options)
-    _console(stderr=True).print(SAMPLE_WRITERS[model.modality_](model, out, args.output))
+    note = SAMPLE_WRITERS[model.modality_](model, out, args.output)
+    stats = model.sample_stats_
+    if stats["drawn"] > stats["kept"]:              # rejection sampling (e.g. --set canonical_only=true)
+        note += f" (kept {stats['kept']:,} of {stats['drawn']:,} drawn)"
+    _console(stderr=True).print(note)
 
 
 def _write_rows(model: Any, out: Any, path: str) -> str:

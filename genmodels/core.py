@@ -131,6 +131,19 @@ class Codec(Protocol):
     def from_state(cls, state: dict) -> "Codec": ...
 
 
+class _Rejected:
+    """The type of ``REJECTED`` (one instance; its repr names it)."""
+
+    def __repr__(self) -> str:
+        return "REJECTED"
+
+
+# Rejection sampling: a codec that lists option names in ``decode_options`` takes them as keywords of
+# ``decode`` (e.g. molecules' ``canonical_only``) and may return REJECTED for a drawn example they rule
+# out; ``Model.sample`` then draws replacements until n are kept (``Model.sample_stats_`` counts them).
+REJECTED: Any = _Rejected()
+
+
 # ---------------------------------------------------------------- checks every family shares
 # Clear errors at construction and at the module boundary, not deep inside torch.
 

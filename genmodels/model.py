@@ -24,12 +24,13 @@ import pandas as pd
 import torch
 
 from . import checkpoint, registry
-from .core import Batch, Spec
+from .core import REJECTED, Batch, Spec
 from .errors import CheckpointError, ConfigError, DataError, NoLikelihoodError, NotFittedError
 from .train import TrainConfig, train
 
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)} - {"max_time", "max_epochs", "max_steps"}
 _CHUNK = 4096   # rows per forward pass when scoring or sampling
+_MAX_DRAWS = 50  # rejection sampling gives up after drawing this many times the examples asked for
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -260,16 +261,36 @@ class Model:
             conditional distribution given those values, which they hold exactly (families with
             ``conditional = True``).
         **options: the family's own sampling options, e.g. ``guidance=2.0, steps=50`` for image diffusion,
-            ``temperature=0.8`` for an image flow (see the family's ``sample``).
+            ``temperature=0.8`` for an image flow (see the family's ``sample``), and the codec's
+            ``decode_options`` (molecules: ``canonical_only=True``, rejection sampling; ``sample_stats_``
+            then says how many examples were drawn to keep ``n``).
         """
         n = _check_n(n)
         self._check_fitted("sample")
+        decode_options = {k: options.pop(k) for k in getattr(self.codec_, "decode_options", ()) if k in options}
         self._check_sample_options(options)
         if hasattr(self.codec_, "sample_options"):          # e.g. a text prompt -> token ids
             options = self.codec_.sample_options(options)
         cond = self._encode_condition(condition)
         seed = self._next_seed(seed)
         g = torch.Generator(self.module_.device).manual_seed(seed)
+        out, drawn = self._draw(n, cond, g, options, seed, decode_options), n
+        if decode_options:                                   # rejection sampling: replace what decode rejected
+            out = [o for o in out if o is not REJECTED]
+            while len(out) < n:
+                if drawn >= _MAX_DRAWS * n:
+                    raise DataError(f"only {len(out)} of {drawn} drawn examples passed {decode_options}; the model "
+                                    "rarely produces such examples: train it longer or sample without those options")
+                more = min(_MAX_DRAWS * n - drawn, math.ceil((n - len(out)) * 1.1 * drawn / max(len(out), 1)) + 1)
+                out += [o for o in self._draw(more, cond, g, options, seed + drawn, decode_options) if o is not REJECTED]
+                drawn += more
+            out = out[:n]
+        self.sample_stats_ = {"drawn": drawn, "kept": n}
+        return out if cond is None else self.codec_.apply_condition(out, condition)
+
+    def _draw(self, n: int, cond: Batch | None, g: torch.Generator, options: dict, seed: int,
+              decode_options: dict) -> Any:
+        """``n`` examples drawn from the module in chunks and decoded to raw data."""
         parts = []
         with self._threads(), torch.no_grad():
             chunk = getattr(self.codec_, "rows_per_pass", _CHUNK)
@@ -280,8 +301,7 @@ class Model:
                 out = self.module_.sample(m, condition=given, generator=g, **options)
                 parts.append({k: v.cpu() for k, v in out.items()})
         batch = {k: _cat([p[k] for p in parts]) for k in parts[0]}
-        out = self.codec_.decode(batch, generator=torch.Generator().manual_seed(int(seed)))
-        return out if cond is None else self.codec_.apply_condition(out, condition)
+        return self.codec_.decode(batch, generator=torch.Generator().manual_seed(int(seed)), **decode_options)
 
     def _next_seed(self, seed: int | None) -> int:
         """``seed``, or (None) one derived from the model's seed and a call counter: repeatable scripts."""
@@ -295,7 +315,7 @@ class Model:
         params = inspect.signature(self.module_.sample).parameters
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             return
-        known = set(params) - {"n", "condition", "generator"}
+        known = set(params) - {"n", "condition", "generator"} | set(getattr(self.codec_, "decode_options", ()))
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(f"unknown sampling option(s) {unknown} for {self.family!r}{registry.suggest(unknown[0], known)}; "

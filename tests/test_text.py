@@ -190,6 +190,68 @@ def test_molecule_model_samples_canonical_smiles_or_none(representation):
     assert m.log_prob(["CCO"])[0] == pytest.approx(m.log_prob(["OCC"])[0])      # the same molecule
 
 
+def _rows(codec, token_lists):
+    lookup = {t: i + 1 for i, t in enumerate(codec.chars_)}
+    width = max(map(len, token_lists)) + 2
+    rows = [[0] + [lookup[t] for t in toks] + [0] * (width - 1 - len(toks)) for toks in token_lists]
+    return {"tokens": torch.tensor(rows), "length": torch.tensor([len(t) + 2 for t in token_lists])}
+
+
+def test_canonical_only_rejects_every_string_that_is_not_its_molecules_canonical_string():
+    from genmodels.core import REJECTED
+    codec = MoleculeCodec().fit(["CCO", "OCC(C)C", "c1ccccc1"])
+    b = _rows(codec, [list("CCO"), list("OCC"), ["c", "1", "c", "c"]])   # canonical, another SMILES of CCO, invalid
+    assert codec.decode(b) == ["CCO", "CCO", None]
+    assert codec.decode(b, canonical_only=True) == ["CCO", REJECTED, REJECTED]
+    sf = MoleculeCodec(representation="selfies").fit(["CCO", "FF", "CCF"])
+    # [F][F][C]: F's valence is full after F-F, so SELFIES ignores [C] and the string decodes to FF, whose
+    # own SELFIES is [F][F]: a slip that plain SELFIES decoding hides
+    b = _rows(sf, [["[C]", "[C]", "[O]"], ["[O]", "[C]", "[C]"], ["[F]", "[F]", "[C]"], ["[F]", "[F]"]])
+    assert sf.decode(b) == ["CCO", "CCO", "FF", "FF"]
+    assert sf.decode(b, canonical_only=True) == ["CCO", REJECTED, REJECTED, "FF"]
+    with pytest.raises(ConfigError, match="canonical_only must be True or False"):
+        codec.decode(b, canonical_only="yes")
+
+
+def test_canonical_only_sampling_keeps_n_canonical_molecules_in_the_models_proportions():
+    m = gm.Model("ngram", modality="molecule", order=3, seed=0).fit(MOLS, verbose=False)
+    plain = m.sample(3000, seed=0)
+    assert m.sample_stats_ == {"drawn": 3000, "kept": 3000}
+    out = m.sample(3000, seed=0, canonical_only=True)
+    drawn = m.sample_stats_["drawn"]
+    assert len(out) == 3000 and drawn > 3000 and m.sample_stats_["kept"] == 3000
+    strings_ok = [s for s in plain if s is not None]
+    assert all(s is not None for s in out)
+    assert out == m.sample(3000, seed=0, canonical_only=True)                 # seeded
+    # the kept share is the plain sampler's share of canonical strings (within sampling noise)
+    canonical_share = 3000 / drawn
+    assert 0 < canonical_share < len(strings_ok) / len(plain)
+    # rejection keeps the model's probabilities: P(kept sample = m) = p(m) / P(accept), so a molecule's count
+    # is about drawn * p(m) (binomial-ish: within 4 standard deviations)
+    top = ["CC", "CCO", "CCCl", "CCCCl", "CCC", "CCCO", "CC(=O)O"]
+    for mol, lp in zip(top, m.log_prob(top)):
+        expected = drawn * math.exp(lp)
+        assert expected > 80 and abs(out.count(mol) - expected) < 4 * math.sqrt(expected), mol
+
+
+def test_canonical_only_errors_name_the_problem(monkeypatch, tmp_path, capsys):
+    from genmodels.core import REJECTED
+    m = gm.Model("ngram", modality="molecule", order=3, seed=0).fit(MOLS, verbose=False)
+    monkeypatch.setattr(m.codec_, "decode", lambda batch, generator=None, canonical_only=False:
+                        [REJECTED] * batch["tokens"].shape[0])
+    with pytest.raises(DataError, match="only 0 of 250 drawn examples passed.*train it longer"):
+        m.sample(5, canonical_only=True)
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="canonical_only"):           # listed among the options it takes
+        m.sample(5, canonical=True)
+    m.save(tmp_path / "m")
+    assert main(["sample", str(tmp_path / "m"), "-n", "5", "--seed", "0", "--set", "canonical_only=true"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 5 and "<invalid>" not in captured.out and "drawn" in captured.err
+    assert main(["sample", str(tmp_path / "m"), "-n", "5", "--set", "canonical_only=7"]) == 2
+    assert "canonical_only must be True or False" in capsys.readouterr().err
+
+
 def test_molecule_augmentation_adds_random_smiles_windows():
     plain = MoleculeCodec().fit(MOLS)
     aug = MoleculeCodec(augment=2).fit(MOLS)

@@ -18,7 +18,9 @@ length defaults to the longest training molecule in tokens plus its end token.
 
 Decoding. A sampled string becomes the molecule's canonical SMILES, or ``None`` when RDKit cannot
 parse it (for SELFIES: when the decoded molecule is empty). Invalid samples are reported as ``None``,
-never repaired or dropped, so validity is the share of non-None samples.
+never repaired or dropped, so validity is the share of non-None samples. The opt-in sampling option
+``canonical_only=True`` is rejection sampling instead: only strings that are the canonical string of
+their molecule are kept (``MoleculeCodec.decode``), and ``Model.sample_stats_`` counts the draws.
 
 Likelihood. log_prob scores the canonical string of each molecule, so it is exact for that string
 and a lower bound for the molecule (its other SMILES have mass too): labelled a bound.
@@ -33,7 +35,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..core import Batch, Spec
+from ..core import REJECTED, Batch, Spec
 from ..errors import ConfigError, DataError
 from ..metrics.molecule import canonical
 from .text import TextCodec
@@ -52,6 +54,7 @@ class MoleculeCodec(TextCodec):
     """SMILES strings <-> token windows of canonical SMILES or SELFIES."""
 
     modality: ClassVar[str] = "molecule"
+    decode_options: ClassVar[tuple[str, ...]] = ("canonical_only",)   # rejection sampling, see decode
 
     def __init__(self, representation: str = "smiles", augment: int = 0, block_size: int | None = None):
         if representation not in REPRESENTATIONS:
@@ -184,19 +187,41 @@ class MoleculeCodec(TextCodec):
     def _text(self, ids: np.ndarray) -> str:
         return "".join(self.chars_[int(i) - 1] for i in ids)
 
-    def decode(self, batch: Batch, generator: torch.Generator | None = None) -> list[str | None]:
-        """Canonical SMILES of each sampled string, None where it is not a valid molecule."""
+    def decode(self, batch: Batch, generator: torch.Generator | None = None,
+               canonical_only: bool = False) -> list[str | None]:
+        """Canonical SMILES of each sampled string, None where it is not a valid molecule.
+
+        ``canonical_only`` (a sampling option: ``m.sample(n, canonical_only=True)``): a string that is not
+        the canonical SMILES/SELFIES of the molecule it decodes to (every training string is) becomes
+        ``REJECTED`` and ``Model.sample`` draws another in its place, so the samples come from the model
+        conditioned on canonical strings. It removes the SELFIES model's slips that still decode to a
+        molecule: a branch-length symbol that cuts a branch short, a ring bond the valence rules turn
+        into another (see BENCHMARKS.md, "Molecules on MOSES"). Invalid strings are rejected too, so every
+        sample is valid by construction: read validity from plain sampling, and the acceptance rate
+        from ``Model.sample_stats_``. ``log_prob`` stays a lower bound for this sampler's molecules: its
+        probabilities are the model's divided by the acceptance probability."""
+        if not isinstance(canonical_only, bool):
+            raise ConfigError(f"canonical_only must be True or False, got {canonical_only!r}")
         strings = super().decode(batch, generator)
-        if self.representation == "selfies":
-            import selfies
-            out = []
-            for s in strings:
-                try:
-                    out.append(canonical(selfies.decoder(s)))
-                except Exception:                     # selfies raises its own DecoderError on malformed input
-                    out.append(None)
-            return out
-        return [canonical(s) for s in strings]
+        out = [self._molecule(s) for s in strings]
+        if canonical_only:
+            out = [o if o is not None and self._canonical_string(o) == s else REJECTED for s, o in zip(strings, out)]
+        return out
+
+    def _molecule(self, string: str) -> str | None:
+        if self.representation != "selfies":
+            return canonical(string)
+        import selfies
+        try:
+            return canonical(selfies.decoder(string))
+        except Exception:                             # selfies raises its own DecoderError on malformed input
+            return None
+
+    def _canonical_string(self, smiles: str) -> str | None:
+        try:
+            return self._string(smiles)
+        except Exception:                             # selfies raises its own EncoderError (e.g. odd valences)
+            return None
 
     def sample_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """A prompt is a SMILES prefix as written (not canonicalised: a prefix is rarely a molecule), or for
