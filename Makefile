@@ -88,4 +88,4 @@ bench-text: $(VENV)/.installed
 # MOSES: a 30-minute LSTM per representation (SMILES, SELFIES), 10,000 samples, the MOSES metrics
 bench-molecules: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/molecules.py --budget 1800 --size 300000 --family rnn --jobs 1 \
-		--threads 2 --temperatures 1.0,0.9 --out benchmarks/results/molecules
+		--threads 2 --temperatures 1.0,0.9 --canonical-only --out benchmarks/results/molecules
