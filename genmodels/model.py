@@ -267,10 +267,10 @@ class Model:
         """
         n = _check_n(n)
         self._check_fitted("sample")
-        decode_options = {k: options.pop(k) for k in getattr(self.codec_, "decode_options", ()) if k in options}
         self._check_sample_options(options)
         if hasattr(self.codec_, "sample_options"):          # e.g. a text prompt -> token ids
             options = self.codec_.sample_options(options)
+        decode_options = {k: options.pop(k) for k in getattr(self.codec_, "decode_options", ()) if k in options}
         cond = self._encode_condition(condition)
         seed = self._next_seed(seed)
         g = torch.Generator(self.module_.device).manual_seed(seed)

@@ -242,6 +242,12 @@ def test_canonical_only_errors_name_the_problem(monkeypatch, tmp_path, capsys):
     with pytest.raises(DataError, match="only 0 of 250 drawn examples passed.*train it longer"):
         m.sample(5, canonical_only=True)
     monkeypatch.undo()
+    drawn = []
+    monkeypatch.setattr(m.module_, "sample", lambda *a, **k: drawn.append(1))
+    with pytest.raises(ConfigError, match="canonical_only must be True or False"):
+        m.sample(5, canonical_only="yes")
+    assert not drawn                                                  # checked before drawing anything
+    monkeypatch.undo()
     with pytest.raises(ConfigError, match="canonical_only"):           # listed among the options it takes
         m.sample(5, canonical=True)
     m.save(tmp_path / "m")

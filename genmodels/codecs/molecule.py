@@ -44,6 +44,11 @@ REPRESENTATIONS = ("smiles", "selfies")
 SMILES_TOKENS = re.compile(r"(\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|/|:|~|@|\?|>|\*|\$|%[0-9]{2}|[0-9])")
 
 
+def _check_canonical_only(value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"canonical_only must be True or False, got {value!r}")
+
+
 def random_smiles(smiles: str, k: int, rng: np.random.Generator) -> list[str]:
     """``k`` random (non-canonical) SMILES of one molecule, from RDKit's random atom orders."""
     from rdkit import Chem
@@ -200,8 +205,7 @@ class MoleculeCodec(TextCodec):
         sample is valid by construction: read validity from plain sampling, and the acceptance rate
         from ``Model.sample_stats_``. ``log_prob`` stays a lower bound for this sampler's molecules: its
         probabilities are the model's divided by the acceptance probability."""
-        if not isinstance(canonical_only, bool):
-            raise ConfigError(f"canonical_only must be True or False, got {canonical_only!r}")
+        _check_canonical_only(canonical_only)
         strings = super().decode(batch, generator)
         out = [self._molecule(s) for s in strings]
         if canonical_only:
@@ -227,6 +231,7 @@ class MoleculeCodec(TextCodec):
         """A prompt is a SMILES prefix as written (not canonicalised: a prefix is rarely a molecule), or for
         SELFIES models SELFIES symbols (or a complete SMILES)."""
         out = dict(options)
+        _check_canonical_only(out.get("canonical_only", False))      # before drawing, not after
         prompt = out.get("prompt")
         if prompt is not None:
             if not isinstance(prompt, str):
