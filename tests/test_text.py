@@ -74,6 +74,8 @@ def test_empty_text_and_bad_options_are_refused():
         TextCodec().fit("")
     with pytest.raises(DataError, match="empty"):
         TextCodec().fit(["", ""])
+    with pytest.raises(DataError, match="the text is empty"):     # not mistaken for the current folder of images
+        gm.Model("rnn").fit("", max_steps=1, verbose=False)
     with pytest.raises(ConfigError, match="tokenizer"):
         TextCodec(tokenizer="word")
     with pytest.raises(ConfigError, match="block_size"):

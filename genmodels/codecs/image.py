@@ -206,7 +206,7 @@ class ImageCodec:
         if isinstance(raw, Images):
             return True
         if isinstance(raw, (str, os.PathLike)):
-            return Path(raw).is_dir()
+            return str(raw) != "" and Path(raw).is_dir()     # "" is an empty text, not the current folder
         if isinstance(raw, tuple) and len(raw) == 2:
             return ImageCodec.accepts(raw[0])
         return isinstance(raw, np.ndarray) and raw.ndim in (3, 4)

@@ -107,8 +107,10 @@ class TextCodec:
     # ---- recognising and reading raw data
     @staticmethod
     def accepts(raw: Any) -> bool:
-        if isinstance(raw, str):   # a text itself (a file's path, or a one-word string, needs modality="text":
-            return not _is_text_file(raw) and (len(raw) > 200 or any(c.isspace() for c in raw))  # likely a path)
+        # a string is a text itself, or "" (an empty one, refused in fit with its own error); a file's path
+        # or a one-word string needs modality="text" (likely a path)
+        if isinstance(raw, str):
+            return raw == "" or (not _is_text_file(raw) and (len(raw) > 200 or any(c.isspace() for c in raw)))
         return isinstance(raw, (list, tuple)) and len(raw) > 0 and all(isinstance(d, str) for d in raw[:100])
 
     @staticmethod
