@@ -1,8 +1,10 @@
 """Helpers shared by the benchmark scripts (run as ``python benchmarks/NAME.py``, so this folder is on
-sys.path): the machine's load (timings on a shared machine depend on it) and a progress log."""
+sys.path): the machine's load (timings on a shared machine depend on it), a progress log, and
+``--report-only`` (a report written again from the saved results)."""
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -26,3 +28,11 @@ def file_logger(path: Path):
         f.write(line + "\n")
         f.flush()
     return log
+
+
+def report_only(out: Path, render) -> int:
+    """``--report-only``: write ``OUT.md`` again from ``OUT.json`` with ``render`` and print it."""
+    md = out.with_suffix(".md")
+    md.write_text(render(json.loads(out.with_suffix(".json").read_text())))
+    print(md.read_text())
+    return 0

@@ -52,7 +52,7 @@ from threadpoolctl import threadpool_limits
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from _common import file_logger, uptime  # noqa: E402  (this folder is sys.path[0])
+from _common import file_logger, report_only, uptime  # noqa: E402  (this folder is sys.path[0])
 import genmodels as gm
 
 SHARED = (REPO / ".." / "shared" / "data" / "impute").resolve()
@@ -215,9 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if a.report_only:
-        out.with_suffix(".md").write_text(render(json.loads(out.with_suffix(".json").read_text())))
-        print(out.with_suffix(".md").read_text())
-        return 0
+        return report_only(out, render)
     torch.set_num_threads(1)
     log = file_logger(out.with_suffix(".log"))
 
