@@ -30,7 +30,7 @@ from .train import TrainConfig, train
 
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)} - {"max_time", "max_epochs", "max_steps"}
 _CHUNK = 4096   # rows per forward pass when scoring or sampling
-_MAX_DRAWS = 50  # rejection sampling gives up after drawing this many times the examples asked for
+_MAX_DRAWS = 50  # rejection sampling gives up after _MAX_DRAWS * max(n, 20) draws (a small n still gets 1,000)
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -276,12 +276,13 @@ class Model:
         g = torch.Generator(self.module_.device).manual_seed(seed)
         out, drawn = self._draw(n, cond, g, options, seed, decode_options), n
         if decode_options:                                   # rejection sampling: replace what decode rejected
-            out = [o for o in out if o is not REJECTED]
+            out, limit = [o for o in out if o is not REJECTED], _MAX_DRAWS * max(n, 20)
             while len(out) < n:
-                if drawn >= _MAX_DRAWS * n:
+                if drawn >= limit:
                     raise DataError(f"only {len(out)} of {drawn} drawn examples passed {decode_options}; the model "
-                                    "rarely produces such examples: train it longer or sample without those options")
-                more = min(_MAX_DRAWS * n - drawn, math.ceil((n - len(out)) * 1.1 * drawn / max(len(out), 1)) + 1)
+                                    "rarely produces such examples: train it longer, change the prompt or other "
+                                    "options, or sample without those options")
+                more = min(limit - drawn, math.ceil((n - len(out)) * 1.1 * drawn / max(len(out), 1)) + 1)
                 out += [o for o in self._draw(more, cond, g, options, seed + drawn, decode_options) if o is not REJECTED]
                 drawn += more
             out = out[:n]

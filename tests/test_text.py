@@ -241,8 +241,10 @@ def test_canonical_only_errors_name_the_problem(monkeypatch, tmp_path, capsys):
     m = gm.Model("ngram", modality="molecule", order=3, seed=0).fit(MOLS, verbose=False)
     monkeypatch.setattr(m.codec_, "decode", lambda batch, generator=None, canonical_only=False:
                         [REJECTED] * batch["tokens"].shape[0])
-    with pytest.raises(DataError, match="only 0 of 250 drawn examples passed.*train it longer"):
-        m.sample(5, canonical_only=True)
+    with pytest.raises(DataError, match="only 0 of 1000 drawn examples passed.*train it longer"):
+        m.sample(5, canonical_only=True)                              # 50 x max(n, 20) draws at most
+    with pytest.raises(DataError, match="only 0 of 2000 drawn examples"):
+        m.sample(40, canonical_only=True)
     monkeypatch.undo()
     drawn = []
     monkeypatch.setattr(m.module_, "sample", lambda *a, **k: drawn.append(1))
