@@ -284,7 +284,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--prompt", default=None, help="text models: continue this text (each sample starts with it)")
     s.add_argument("--set", action="append", metavar="OPTION=VALUE",
                    help="the family's sampling option, e.g. --set guidance=2.0 --set steps=100 (image diffusion), "
-                        "--set temperature=0.8 --set top_p=0.9 --set max_length=200 (text)")
+                        "--set temperature=0.8 --set top_p=0.9 --set max_length=200 (text), "
+                        "--set canonical_only=true (molecules: rejection sampling of canonical strings)")
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--condition", action="append", metavar="COLUMN=VALUE",
                    help="sample given this column value, or label=CLASS for images (families that can condition)")
