@@ -112,11 +112,10 @@ class MoleculeCodec(TextCodec):
         docs = [c for c in canon if c is not None]
         if not docs:
             raise DataError(f"none of the {len(smiles)} training SMILES could be parsed by RDKit; give valid SMILES")
-        self.train_canonical_ = docs
-        # each molecule's string, kept for encode_train (SELFIES encoding of 300k molecules takes minutes;
-        # strings, not token lists: those would take ten times the memory)
-        self._train_strings = [self._string(d) for d in docs]
-        strings = self._train_strings
+        strings = [self._string(d) for d in docs]
+        # kept for the encode_train that follows fit, which takes it (SELFIES encoding of 300k molecules
+        # takes minutes; strings, not token lists: those would take ten times the memory)
+        self._fit_strings = (docs, strings)
         if self.augment:
             rng = np.random.default_rng(0)
             strings = strings + [r for d in docs[:2000] for r in random_smiles(d, self.augment, rng)]
@@ -172,13 +171,12 @@ class MoleculeCodec(TextCodec):
 
     def encode_train(self, raw: Any) -> Batch:
         """The training windows: each valid molecule's canonical string, plus ``augment`` random SMILES
-        of it (tokens of a random SMILES unseen in ``fit`` drop that one string)."""
-        if getattr(self, "train_canonical_", None):
-            docs = self.train_canonical_
-            ids = self._ids(docs, self._train_strings)
-        else:
+        of it (tokens of a random SMILES unseen in ``fit`` drop that one string). Right after ``fit`` on
+        the same data, the strings ``fit`` made are used (and released) instead of being made again."""
+        docs, strings = self.__dict__.pop("_fit_strings", (None, None))    # fit's work, used once
+        if docs is None:
             docs = [c for c in map(canonical, self.coerce(raw)) if c]
-            ids = self._ids(docs)
+        ids = self._ids(docs, strings)
         if self.augment:
             lookup = {t: i + 1 for i, t in enumerate(self.chars_)}
             rng = np.random.default_rng(0)
