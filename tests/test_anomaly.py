@@ -246,3 +246,42 @@ def test_save_state_is_json(fitted, tmp_path):
     fitted.save(tmp_path / "d")
     state = json.loads((tmp_path / "d" / DETECTOR_FILE).read_text())
     assert state["params"]["contamination"] == 0.05 and len(state["decision_scores_"]) == 300
+
+
+def test_images_are_pixel_columns_on_one_shared_scale(fitted, tmp_path):
+    """(n, H, W) arrays: the pixels become columns on one shared scale s (the root of their mean
+    variance), so the default's floor is isotropic in pixel units: with one component the score is
+    -log N(x; mean, cov + 0.3 s^2 I) over the varying pixels, plus N(value, s) for a pixel that was
+    constant in training (a closed form, computed here with scipy)."""
+    from genmodels.apps.anomaly import DEFAULT_HYPERPARAMETERS
+    from genmodels.codecs.image import Images
+    rng = np.random.default_rng(4)
+    spread = np.array([[0.0, 3.0, 0.3], [1.0, 2.0, 0.5], [4.0, 0.2, 1.0]])
+    train = 8.0 + rng.normal(size=(300, 3, 3)) * spread           # pixel (0, 0) constant
+    test = 8.0 + rng.normal(size=(40, 3, 3)) * spread * 1.5
+    test[:5, 0, 0] += np.arange(5)
+    det = AnomalyDetector(n_components=1, seed=0).fit(train)
+    assert det.image_shape_ == (3, 3) and det.constant_columns_ == {"x0": 8.0}
+    assert det.model_.codec_.scale == "shared"
+
+    flat, tflat = train.reshape(300, 9)[:, 1:], test.reshape(40, 9)
+    s2 = flat.var(0).mean()
+    cov = np.cov(flat, rowvar=False, bias=True) + DEFAULT_HYPERPARAMETERS["reg_covar"] * s2 * np.eye(8)
+    expected = (-multivariate_normal(flat.mean(0), cov).logpdf(tflat[:, 1:])
+                + 0.5 * (tflat[:, 0] - 8.0) ** 2 / s2 + 0.5 * np.log(2 * np.pi * s2))
+    np.testing.assert_allclose(det.decision_function(test), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(det.decision_function(tflat), expected, rtol=1e-4, atol=1e-4)   # flat rows too
+    np.testing.assert_allclose(det.decision_function(Images(test.astype(np.uint8))),
+                               det.decision_function(test.astype(np.uint8)))
+
+    with pytest.raises(DataError, match=r"fitted on images of shape \(3, 3\), got images of shape \(4, 4\)"):
+        det.decision_function(np.zeros((2, 4, 4)))
+    with pytest.raises(DataError, match="fitted on a table of 3 columns, got images"):
+        fitted.decision_function(np.zeros((2, 3, 3)))
+    own = AnomalyDetector(n_components=1, codec={"scale": "column"}).fit(train)    # the user's codec wins
+    assert own.model_.codec_.scale == "column" and own.model_.codec_.atoms == "none"
+
+    det.save(tmp_path / "img")
+    back = AnomalyDetector.load(tmp_path / "img")
+    assert back.image_shape_ == (3, 3) and back.constant_scale_ == det.constant_scale_
+    np.testing.assert_array_equal(back.decision_function(test), det.decision_function(test))

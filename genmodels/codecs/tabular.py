@@ -63,6 +63,8 @@ from ..errors import ConfigError, DataError
 KINDS = ("continuous", "integer", "datetime", "categorical", "boolean", "constant")
 NUMERIC = ("continuous", "integer", "datetime")
 ATOM_MODES = ("integer", "numeric", "none")
+SCALE_MODES = ("column", "shared")
+SHARED_KINDS = ("continuous", "integer")     # the columns scale="shared" puts on one scale
 ATOM_RATIO = 3.0    # an integer atom holds at least this many times the share of each neighbour (k - 1, k + 1)
 MISSING = "__missing__"      # JSON-able stand-ins for the special categories
 OTHER = "__other__"
@@ -129,12 +131,19 @@ class TabularCodec:
             continuous and datetime columns; see the module docstring), or "none".
         atom_share: the least share of a column's non-missing rows that makes a value a point mass.
         max_atoms: point masses per column at most (the most frequent).
+        scale: "column" (default): each numeric column is centred and divided by its own standard
+            deviation, for columns in different units. "shared": for columns in one unit (the pixels
+            of an image, the channels of one sensor): each is centred, and every continuous and
+            integer column is divided by one scale, the root of their mean variance, so their
+            relative spreads are kept (a rarely inked pixel stays small next to a busy one) and a
+            family's covariance floor (``reg_covar``) is one share of the average column's variance.
+            Datetime columns keep their own scale. Log-likelihoods are in raw units either way.
     """
 
     modality: ClassVar[str] = "tabular"
 
     def __init__(self, column_kinds: dict[str, str] | None = None, max_categories: int = 50, clip: bool = True,
-                 atoms: str = "integer", atom_share: float = 0.05, max_atoms: int = 10):
+                 atoms: str = "integer", atom_share: float = 0.05, max_atoms: int = 10, scale: str = "column"):
         for name, kind in (column_kinds or {}).items():
             if kind not in KINDS:
                 raise ConfigError(f"column_kinds[{name!r}] = {kind!r} is not a kind; use one of {', '.join(KINDS)}")
@@ -146,7 +155,11 @@ class TabularCodec:
             raise ConfigError(f"atom_share must be a number in (0, 1], got {atom_share!r}")
         if not isinstance(max_atoms, int) or max_atoms < 0:
             raise ConfigError(f"max_atoms must be an integer >= 0, got {max_atoms!r}")
+        if scale not in SCALE_MODES:
+            raise ConfigError(f"scale={scale!r} is not an option; use one of {', '.join(SCALE_MODES)} ('column' for "
+                              "columns in different units, 'shared' for columns in one unit)")
         self.atoms, self.atom_share, self.max_atoms = atoms, float(atom_share), max_atoms
+        self.scale = scale
         self.column_kinds = dict(column_kinds or {})
         self.max_categories = max_categories
         self.clip = clip
@@ -194,8 +207,21 @@ class TabularCodec:
         if df.columns.duplicated().any():
             raise DataError(f"duplicate column names {list(df.columns[df.columns.duplicated()])}; rename them")
         self.columns_ = [self._fit_column(df[c]) for c in df.columns]
+        if self.scale == "shared":
+            self._share_scale()
         self.input_ = df.attrs.get("genmodels_input", "dataframe")
         return self
+
+    def _share_scale(self) -> None:
+        """scale="shared": one scale for the continuous and integer columns, the root of the mean of
+        their variances (a column that was constant keeps its stand-in scale out of the mean)."""
+        cols = [c for c in self.columns_ if c.kind in SHARED_KINDS]
+        varied = [c.std for c in cols if c.hi > c.lo]
+        if not varied:
+            return
+        shared = float(np.sqrt(np.mean(np.square(varied))))
+        for c in cols:
+            c.std = shared
 
     def _fit_column(self, s: pd.Series) -> Column:
         name = str(s.name)
@@ -609,12 +635,12 @@ class TabularCodec:
     def state(self) -> dict:
         return {"column_kinds": self.column_kinds, "max_categories": self.max_categories, "clip": self.clip,
                 "atoms": self.atoms, "atom_share": self.atom_share, "max_atoms": self.max_atoms,
-                "columns": [asdict(c) for c in self.columns_], "input": self.input_}
+                "scale": self.scale, "columns": [asdict(c) for c in self.columns_], "input": self.input_}
 
     @classmethod
     def from_state(cls, state: dict) -> "TabularCodec":
         codec = cls(state["column_kinds"], state["max_categories"], state["clip"], state.get("atoms", "none"),
-                    state.get("atom_share", 0.05), state.get("max_atoms", 10))
+                    state.get("atom_share", 0.05), state.get("max_atoms", 10), state.get("scale", "column"))
         codec.columns_ = [Column(**c) for c in state["columns"]]
         codec.input_ = state.get("input", "dataframe")
         return codec
