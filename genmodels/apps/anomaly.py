@@ -189,7 +189,7 @@ class AnomalyDetector(KeywordParams):
             self.constant_scale_ = self.CONSTANT_SCALE
             if self.image_shape_ is not None:     # an average pixel's deviation: the unit all pixels share
                 varied = df[[c for c in df.columns if str(c) not in self.constant_columns_]]
-                self.constant_scale_ = float(np.sqrt(varied.to_numpy(dtype=np.float64).var(0).mean()))
+                self.constant_scale_ = float(np.sqrt(np.nanvar(varied.to_numpy(dtype=np.float64), 0).mean()))
         else:
             df = self._check_columns(df, X)
         keep = [c for c in df.columns if str(c) not in self.constant_columns_]
