@@ -285,3 +285,31 @@ def test_images_are_pixel_columns_on_one_shared_scale(fitted, tmp_path):
     back = AnomalyDetector.load(tmp_path / "img")
     assert back.image_shape_ == (3, 3) and back.constant_scale_ == det.constant_scale_
     np.testing.assert_array_equal(back.decision_function(test), det.decision_function(test))
+
+
+def test_cli_detect_image_folders(cli, tmp_path, capsys):
+    """Folders of PNGs: fitted on one, scored on another; the scores are the API's on the same pixels,
+    and a folder of other-sized images is refused with the shapes named."""
+    from PIL import Image
+
+    from genmodels.codecs.image import read_folder
+    rng = np.random.default_rng(5)
+    bar = np.zeros((8, 8)); bar[:, 3:5] = 200                          # inliers: a vertical bar, plus noise
+    for folder, n, odd in (("train", 60, 0), ("test", 20, 10)):
+        (tmp_path / folder).mkdir()
+        for i in range(n):
+            img = np.rot90(bar) if i < odd else bar                     # the first `odd` test images: a horizontal bar
+            px = np.clip(img + rng.normal(0, 20, (8, 8)), 0, 255).astype(np.uint8)
+            Image.fromarray(px).save(tmp_path / folder / f"{i:03d}.png")
+    out = tmp_path / "flags.csv"
+    assert cli(["detect", "--fit", str(tmp_path / "train"), str(tmp_path / "test"), "-o", str(out),
+                "--save", str(tmp_path / "det")]) == 0
+    scores = pd.read_csv(out)["anomaly_score"].to_numpy()
+    det = AnomalyDetector(seed=0).fit(read_folder(tmp_path / "train"))
+    np.testing.assert_allclose(scores, det.decision_function(read_folder(tmp_path / "test").images), rtol=1e-9)
+    assert scores[:10].min() > scores[10:].max()                        # the rotated bars score higher
+    (tmp_path / "big").mkdir()
+    Image.fromarray(np.zeros((9, 9), np.uint8)).save(tmp_path / "big" / "a.png")
+    assert cli(["detect", str(tmp_path / "det"), str(tmp_path / "big"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "images of shape (8, 8), got images of shape (9, 9)" in err and "Traceback" not in err

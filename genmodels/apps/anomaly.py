@@ -196,9 +196,11 @@ class AnomalyDetector(KeywordParams):
         return df[keep], self._constant_nll(df)
 
     def _flat_pixels(self, X: Any, fitting: bool) -> Any:
-        """Images ((n, H, W) or (n, H, W, C) arrays, ``Images``) as a table of pixel columns; sets
-        ``image_shape_`` when fitting (None for a table) and checks it when scoring."""
-        from ..codecs.image import Images
+        """Images ((n, H, W) or (n, H, W, C) arrays, ``Images``, a folder of image files) as a table of
+        pixel columns; sets ``image_shape_`` when fitting (None for a table) and checks it when scoring."""
+        from ..codecs.image import ImageCodec, Images
+        if isinstance(X, (str, os.PathLike)) and ImageCodec.accepts(X):
+            X = ImageCodec.coerce(X)
         pixels = X.images if isinstance(X, Images) else X
         is_images = isinstance(pixels, np.ndarray) and pixels.ndim in (3, 4)
         if fitting:
@@ -393,7 +395,8 @@ def add_cli(sub: Any) -> None:
                        description="Score rows by negative log-likelihood and flag those above the threshold.")
     s.add_argument("model_dir", nargs="?", default=None,
                    help="folder from AnomalyDetector.save (or a plain saved model, with --contamination)")
-    s.add_argument("data", help="rows to score: CSV/Parquet path or built-in data set name (its test split)")
+    s.add_argument("data", help="rows to score: CSV/Parquet path, image folder or built-in data set name (its test "
+                                "split); images are scored as pixel columns on one shared scale")
     s.add_argument("-o", "--output", required=True, help=".csv or .parquet with anomaly_score, is_anomaly")
     s.add_argument("--contamination", type=float, default=None,
                    help="expected share of anomalies; for a plain model folder the threshold is this quantile "
