@@ -71,7 +71,7 @@ bench-sdv: $(BENCH_VENV)/.installed
 # scikit-learn's imputers and the OOD / augmentation study (in the project venv).
 .PHONY: bench-anomaly bench-impute bench-ood bench-images
 bench-anomaly: $(BENCH_VENV)/.installed
-	$(BENCH_VENV)/bin/python benchmarks/anomaly.py
+	$(BENCH_VENV)/bin/python benchmarks/anomaly.py --mnist
 bench-impute: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/impute.py --seeds 5 --max-rows 2000
 bench-ood: $(VENV)/.installed
