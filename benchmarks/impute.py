@@ -103,6 +103,12 @@ def holes(x: np.ndarray, mechanism: str, rng: np.random.Generator) -> np.ndarray
     return (rng.random((n, d)) < eligible / (1 + np.exp(-(logit + b)))) & (eligible > 0)
 
 
+def twins(x: np.ndarray) -> np.ndarray:
+    """(n,) bool: rows with an exact duplicate elsewhere in the table (spam has many)."""
+    _, inverse, counts = np.unique(x, axis=0, return_inverse=True, return_counts=True)
+    return counts[inverse.ravel()] > 1
+
+
 def baselines(seed: int) -> dict:
     return {
         "mean": lambda: SimpleImputer(strategy="mean"),
@@ -127,6 +133,7 @@ def run(datasets: list[tuple[str, str]], seeds: int, log, max_rows: int | None =
     rows = []
     for ds, mech in datasets:
         x = load(ds, max_rows)
+        twin = np.repeat(twins(x)[:, None], x.shape[1], 1)
         if loads is not None:
             loads.append(f"before {ds}/{mech}: {uptime()}")
             log(loads[-1])
@@ -144,6 +151,10 @@ def run(datasets: list[tuple[str, str]], seeds: int, log, max_rows: int | None =
                 rmse = float(np.sqrt(np.mean((out[mask] - x[mask]) ** 2)))
                 row = {"dataset": ds, "mechanism": mech, "seed": seed, "imputer": name, "rmse": rmse,
                        "seconds": round(secs, 2), "missing_share": float(mask.mean())}
+                if (twin & mask).any():     # the same RMSE over rows with and without an exact duplicate
+                    for key, cells in (("rmse_twin", twin & mask), ("rmse_no_twin", ~twin & mask)):
+                        row[key] = float(np.sqrt(np.mean((out[cells] - x[cells]) ** 2)))
+                    row["twin_cell_share"] = float((twin & mask).sum() / mask.sum())
                 if name == "genmodels":
                     row["coverage90"] = coverage(est, xh, x, mask)
                     hp = est.model_.hyperparameters
@@ -195,12 +206,29 @@ def render(payload: dict) -> str:
                             for _, gr in g.groupby("seed")))
         out.append(f"| {ds} | {mech} | " + " | ".join(cells) + f" | {cov:.3f} | "
                    f"{'yes' if win else '**no**'} ({seeds_won}/{g['seed'].nunique()} seeds) | {choices} |")
+    out += _twin_table(df, names)
     secs = df.groupby("imputer")["seconds"].mean()
     out += ["", "Mean seconds per imputation (fit + transform): " +
             ", ".join(f"{n} {secs[n]:.1f}" for n in names), "",
             f"Target (lower RMSE than every baseline on every data set): "
             f"{'**met**' if wins == len(groups) else f'**missed** ({wins} of {len(groups)})'}.", ""]
     return "\n".join(out)
+
+
+def _twin_table(df: pd.DataFrame, names: list[str]) -> list[str]:
+    """RMSE over the removed cells of rows that have an exact duplicate in the table, and of the others
+    (an imputer that copies from a row's twin gains there); empty when no data set has twins."""
+    if "rmse_twin" not in df or df["rmse_twin"].isna().all():
+        return []
+    out = ["", "RMSE split by whether the row has an exact duplicate elsewhere in the table (mean over "
+           "seeds; rows with a twin / rows without):", "",
+           "| data set | mechanism | removed cells in rows with a twin | " + " | ".join(names) + " |",
+           "|---|---|---|" + "---|" * len(names)]
+    for (ds, mech), g in df[df["rmse_twin"].notna()].groupby(["dataset", "mechanism"], sort=False):
+        m = g.groupby("imputer")[["rmse_twin", "rmse_no_twin"]].mean()
+        out.append(f"| {ds} | {mech} | {g['twin_cell_share'].mean():.1%} | "
+                   + " | ".join(f"{m.loc[n, 'rmse_twin']:.4f} / {m.loc[n, 'rmse_no_twin']:.4f}" for n in names) + " |")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
