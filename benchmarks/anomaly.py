@@ -128,7 +128,6 @@ DIGITS_PROTOCOLS = ("images", "standardised")       # result keys "digits" and "
 
 def digits(methods: list[str], vae_epochs: int, log, protocol: str) -> dict:
     from sklearn.datasets import load_digits
-    from sklearn.metrics import average_precision_score, roc_auc_score
     from sklearn.preprocessing import StandardScaler
     data = load_digits()
     X, y, images = data.data.astype(np.float64), data.target, data.images.astype(np.float64)
@@ -146,17 +145,12 @@ def digits(methods: list[str], vae_epochs: int, log, protocol: str) -> dict:
         else:                       # images for genmodels, their flattened pixels for PyOD
             given = {k: (images[tr], images[te]) if k in GENMODELS else (X[tr], X[te]) for k in methods}
         for k in methods:
-            t = time.monotonic()
-            scores = make(k, 0.1, 0, vae_epochs).fit(given[k][0]).decision_function(given[k][1])
-            out[k].append({"digit": d, "roc": float(roc_auc_score(yte, scores)),
-                           "ap": float(average_precision_score(yte, scores)), "seconds": time.monotonic() - t})
+            out[k].append({"digit": d, **run_one(k, *given[k], yte, 0.1, 0, vae_epochs)})
     log(f"digits ({protocol}): " + " ".join(f"{k}={np.mean([r['roc'] for r in v]):.4f}" for k, v in out.items()))
     return out
 
 
 def mnist(methods: list[str], vae_epochs: int, log) -> dict:
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
     import genmodels as gm
     data = gm.datasets.load("mnist")
     train, test = data.train, data.test
@@ -166,10 +160,7 @@ def mnist(methods: list[str], vae_epochs: int, log) -> dict:
         inliers, yte = train.images[train.labels == d], (test.labels != d).astype(int)
         for k in methods:
             fit, score = (inliers, test.images) if k in GENMODELS else (flat(inliers), flat(test.images))
-            t = time.monotonic()
-            scores = make(k, 0.1, 0, vae_epochs).fit(fit).decision_function(score)
-            out[k].append({"digit": d, "roc": float(roc_auc_score(yte, scores)),
-                           "ap": float(average_precision_score(yte, scores)), "seconds": time.monotonic() - t})
+            out[k].append({"digit": d, **run_one(k, fit, score, yte, 0.1, 0, vae_epochs)})
     log("mnist one-class: " + " ".join(f"{k}={np.mean([r['roc'] for r in v]):.4f}" for k, v in out.items()))
     return out
 
@@ -186,8 +177,8 @@ def _stat(runs: list[dict], key: str) -> tuple[float, float]:
 
 
 def summarise(res: dict) -> dict:
-    methods = sorted({k for s in res["odds"].values() for k in s["runs"]} | set(res.get("digits", {}))
-                     | set(res.get("digits_standardised", {})),
+    methods = sorted({k for s in res["odds"].values() for k in s["runs"]}
+                     | {k for key in (*map(_digits_key, DIGITS_PROTOCOLS), "mnist") for k in res.get(key, {})},
                      key=lambda k: ALL.index(k) if k in ALL else 99)
     summary: dict[str, dict] = {}
     for k in methods:

@@ -170,8 +170,8 @@ class AnomalyDetector(KeywordParams):
         """The codec's own coercion (DataFrame, 2-D array, CSV/Parquet path); lists of rows too."""
         return registry.codec("tabular").coerce(np.asarray(X) if isinstance(X, (list, tuple)) else X)
 
-    def _split(self, X: Any, fitting: bool) -> tuple[pd.DataFrame, np.ndarray]:
-        """(columns the model sees, the constant-column part of the score)."""
+    def _split(self, X: Any, fitting: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(columns the model sees, all columns: ``_constant_nll`` scores the rest)."""
         df = self._table(self._flat_pixels(X, fitting))
         if fitting:
             if df.shape[0] < 2 or df.shape[1] == 0:
@@ -186,14 +186,10 @@ class AnomalyDetector(KeywordParams):
             if len(self.constant_columns_) == df.shape[1]:
                 raise DataError("every column holds a single value in the training data; there is nothing to "
                                 "learn; give data that varies")
-            self.constant_scale_ = self.CONSTANT_SCALE
-            if self.image_shape_ is not None:     # an average pixel's deviation: the unit all pixels share
-                varied = df[[c for c in df.columns if str(c) not in self.constant_columns_]]
-                self.constant_scale_ = float(np.sqrt(np.nanvar(varied.to_numpy(dtype=np.float64), 0).mean()))
         else:
             df = self._check_columns(df, X)
         keep = [c for c in df.columns if str(c) not in self.constant_columns_]
-        return df[keep], self._constant_nll(df)
+        return df[keep], df
 
     def _flat_pixels(self, X: Any, fitting: bool) -> Any:
         """Images ((n, H, W) or (n, H, W, C) arrays, ``Images``, a folder of image files) as a table of
@@ -229,6 +225,16 @@ class AnomalyDetector(KeywordParams):
             df = df.set_axis(list(names), axis=1)
         return df
 
+    @property
+    def constant_scale_(self) -> float:
+        """Deviation of the Gaussian that scores a constant column: ``CONSTANT_SCALE`` in the column's
+        units, or for images on one shared pixel scale that scale (the model's codec's, an average
+        pixel's deviation)."""
+        codec = self.model_.codec_
+        if self.image_shape_ is not None and getattr(codec, "scale", "column") == "shared":
+            return float(codec.numeric_[0].std)
+        return self.CONSTANT_SCALE
+
     def _constant_nll(self, df: pd.DataFrame) -> np.ndarray:
         out = np.zeros(len(df))
         s = self.constant_scale_
@@ -244,7 +250,7 @@ class AnomalyDetector(KeywordParams):
     def fit(self, X: Any, y: Any = None, verbose: bool = False) -> AnomalyDetector:
         """Fit the model on ``X`` (unlabelled; ``y`` is ignored, as in PyOD); returns self."""
         family, hyper = self._check_params()
-        df, const = self._split(X, fitting=True)
+        df, whole = self._split(X, fitting=True)
         if self.image_shape_ is not None:         # pixels share one unit: keep their relative spreads
             hyper = {**hyper, "codec": {**IMAGE_CODEC, **(hyper.get("codec") or {})}}
         model = Model(family, seed=0 if self.seed is None else int(self.seed), device=self.device,
@@ -254,7 +260,7 @@ class AnomalyDetector(KeywordParams):
         validation = 0.0 if registry.family(family).closed_form else 0.1
         self.model_ = model.fit(df, max_time=self.max_time, verbose=verbose, validation=validation)
         self.family_ = family
-        self.decision_scores_ = -self.model_.log_prob(df) + const
+        self.decision_scores_ = -self.model_.log_prob(df) + self._constant_nll(whole)
         self._set_threshold()
         return self
 
@@ -265,8 +271,8 @@ class AnomalyDetector(KeywordParams):
     def decision_function(self, X: Any) -> np.ndarray:
         """Anomaly score of each row: negative log-likelihood in nats (higher = more anomalous), shape (n,)."""
         self._check_fitted("decision_function")
-        df, const = self._split(X, fitting=False)
-        return -self.model_.log_prob(df) + const
+        df, whole = self._split(X, fitting=False)
+        return -self.model_.log_prob(df) + self._constant_nll(whole)
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Log-likelihood of each row (scikit-learn's convention: lower = more anomalous)."""
@@ -327,8 +333,8 @@ class AnomalyDetector(KeywordParams):
                  "family_": self.family_, "threshold_": self.threshold_, "n_features_in_": self.n_features_in_,
                  "feature_names_in_": None if getattr(self, "feature_names_in_", None) is None
                  else list(self.feature_names_in_),
-                 "constant_columns_": self.constant_columns_, "constant_scale_": self.constant_scale_,
-                 "image_shape_": self.image_shape_, "decision_scores_": self.decision_scores_.tolist()}
+                 "constant_columns_": self.constant_columns_, "image_shape_": self.image_shape_,
+                 "decision_scores_": self.decision_scores_.tolist()}
         tmp = folder / f".{DETECTOR_FILE}.tmp"
         tmp.write_text(json.dumps(state))
         os.replace(tmp, folder / DETECTOR_FILE)
@@ -350,7 +356,6 @@ class AnomalyDetector(KeywordParams):
             if state["feature_names_in_"] is not None:
                 det.feature_names_in_ = np.asarray(state["feature_names_in_"], dtype=object)
             det.constant_columns_ = {k: float(v) for k, v in state["constant_columns_"].items()}
-            det.constant_scale_ = float(state.get("constant_scale_", cls.CONSTANT_SCALE))
             shape = state.get("image_shape_")
             det.image_shape_ = None if shape is None else tuple(int(v) for v in shape)
             det.decision_scores_ = np.asarray(state["decision_scores_"], dtype=np.float64)
@@ -369,7 +374,7 @@ class AnomalyDetector(KeywordParams):
         det.model_, det.family_ = model, model.family
         columns = [c.name for c in getattr(model.codec_, "columns_", [])]
         det.n_features_in_, det.constant_columns_ = len(columns), {}
-        det.constant_scale_, det.image_shape_ = cls.CONSTANT_SCALE, None
+        det.image_shape_ = None
         det.feature_names_in_ = np.asarray(columns, dtype=object)
         df = det._table(X)
         if not isinstance(X, pd.DataFrame) and df.shape[1] == len(columns):
