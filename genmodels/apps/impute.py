@@ -24,6 +24,12 @@ How the model is fitted:
   by one conditional draw per missing cell, refit; Celeux & Diebolt 1985) then learn the relations
   between columns from completed rows.
 
+Repeated rows (``repeats=True``, the default; ``genmodels.apps.repeats``): a smooth model gives an
+exact repeat of a row probability zero, yet many tables repeat records. Rows that agree on every
+cell observed in both are grouped (most evidence first), and a row's missing cell that another
+member of its group observed takes that value, blended with the model's guess by a trust learnt
+on held-out cells, per band of evidence (``repeats_info_``). Where nothing repeats, nothing changes.
+
 How a cell is filled (``strategy``):
 
 - ``"mean"`` (default, the best single guess for squared error): for ``gmm`` the exact conditional
@@ -61,6 +67,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..errors import ConfigError, DataError, NotFittedError
 from . import KeywordParams
+from .repeats import Repeats
 
 STRATEGIES = ("mean", "draw")
 DEFAULT_FAMILY = "gmm"
@@ -234,6 +241,10 @@ class Imputer(KeywordParams, TransformerMixin, BaseEstimator):
             (those not given in ``**kw``) by imputation error; ``selection_`` holds the scores.
         ensemble: ``gmm``: EM runs from different k-means++ starts; the model is their equal-weight
             mixture (``GMM.mixture_of``: one GMM with ``ensemble`` x ``n_components`` components).
+        repeats: treat exactly repeated rows as point masses: a row compatible with other rows of the
+            table (or of the training table) takes their values for its missing cells, blended with the
+            model's guess by a trust learnt on held-out cells (``genmodels.apps.repeats``;
+            ``repeats_info_`` holds the learnt trust). False: the model alone.
         **kw: hyper-parameters of the family and ``Model`` (``n_components``, ``reg_covar``,
             ``num_threads``, ``codec``, ...).
 
@@ -245,11 +256,11 @@ class Imputer(KeywordParams, TransformerMixin, BaseEstimator):
     """
 
     _EXPLICIT = ("family", "n_imputations", "seed", "strategy", "n_draws", "max_time", "refits", "holdout",
-                 "ensemble")
+                 "ensemble", "repeats")
 
     def __init__(self, family: str | None = None, n_imputations: int = 1, seed: int | None = None,
                  strategy: str = "mean", n_draws: int = 20, max_time: float | None = None, refits: int = 3,
-                 holdout: float = 0.1, ensemble: int = 5, **kw: Any):
+                 holdout: float = 0.1, ensemble: int = 5, repeats: bool = True, **kw: Any):
         self.family = family
         self.n_imputations = n_imputations
         self.seed = seed
@@ -259,6 +270,7 @@ class Imputer(KeywordParams, TransformerMixin, BaseEstimator):
         self.refits = refits
         self.holdout = holdout
         self.ensemble = ensemble
+        self.repeats = repeats
         self.kw = kw
 
     def _check_params(self) -> None:
@@ -270,6 +282,8 @@ class Imputer(KeywordParams, TransformerMixin, BaseEstimator):
             raise ConfigError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if isinstance(self.holdout, bool) or not isinstance(self.holdout, (int, float)) or not 0 < self.holdout < 1:
             raise ConfigError(f"holdout must be a share in (0, 1), got {self.holdout!r}")
+        if not isinstance(self.repeats, (bool, np.bool_)):
+            raise ConfigError(f"repeats must be True or False, got {self.repeats!r}")
 
     def fit(self, X: Any, y: Any = None) -> Imputer:
         from ..model import Model
@@ -291,6 +305,14 @@ class Imputer(KeywordParams, TransformerMixin, BaseEstimator):
                         done = fill(model, df, "draw", seed=seed + 7919 * (r + 1))
                     model = make().fit(done, max_time=self.max_time, verbose=False)
         self.model_ = model
+        self.repeats_, self.repeats_info_ = None, {"used": False, "why": "repeats=False"}
+        if self.repeats:
+            numeric = [_is_numeric(df[name], model, name) for name in df.columns]
+            guess = lambda part: fill(model, part, "mean", self.n_draws, seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")                   # all-missing rows: said once, at transform
+                self.repeats_ = Repeats.fit(df, numeric, guess, self.holdout, seed)
+            self.repeats_info_ = self.repeats_.info
         self.n_features_in_ = df.shape[1]
         if isinstance(X, pd.DataFrame):
             self.feature_names_in_ = np.asarray(X.columns, dtype=object)
@@ -344,9 +366,18 @@ class Imputer(KeywordParams, TransformerMixin, BaseEstimator):
             return self._like(X, df.copy())
         seed = None if self.seed is None else self.seed + 1
         if self.n_imputations == 1:
-            return self._like(X, fill(self.model_, df, self.strategy, self.n_draws, seed))
-        return [self._like(X, fill(self.model_, df, "draw", seed=None if seed is None else seed + i))
+            return self._like(X, self._fill(df, self.strategy, seed))
+        return [self._like(X, self._fill(df, "draw", None if seed is None else seed + i))
                 for i in range(self.n_imputations)]
+
+    def _fill(self, df: pd.DataFrame, strategy: str, seed: int | None) -> pd.DataFrame:
+        """``fill`` by the model, then repeated rows' donors blended in (a draw copies them by chance)."""
+        out = fill(self.model_, df, strategy, self.n_draws, seed)
+        if getattr(self, "repeats_", None) is None or not df.isna().to_numpy().any():
+            return out
+        integer = [self.model_.codec_.kinds.get(str(name)) == "integer" for name in df.columns]
+        rng = None if strategy == "mean" else np.random.default_rng(None if seed is None else seed + 104729)
+        return self.repeats_.apply(df, out, integer, rng)
 
     @staticmethod
     def _like(X: Any, out: pd.DataFrame) -> Any:
@@ -365,7 +396,7 @@ class Imputer(KeywordParams, TransformerMixin, BaseEstimator):
             raise NotFittedError("this Imputer is not fitted yet; call fit(X) first")
         df = _as_frame(X)
         miss = _check_rows(df)
-        draws = [fill(self.model_, df, "draw", seed=None if self.seed is None else self.seed + 1000 + i)
+        draws = [self._fill(df, "draw", None if self.seed is None else self.seed + 1000 + i)
                  for i in range(n_imputations)]
         lo, hi = np.full(df.shape, np.nan), np.full(df.shape, np.nan)
         for j, name in enumerate(df.columns):
