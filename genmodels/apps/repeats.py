@@ -22,8 +22,9 @@ In a group, a row's *donor* value for a missing cell is the value the other memb
 the others observed too.
 
 How much a donor is trusted is learnt from the table, as the Imputer chooses its other settings:
-a share of the observed cells is hidden (``MASKS`` times, pooled), groups and donors are found again on the rest, and in each
-band of evidence (``BANDS``, nats) two figures are read off the hidden cells that got a donor:
+a share of the observed cells is hidden (``MASKS`` times, pooled), groups and donors are found again
+on the rest, and in each band of evidence (``BANDS``, nats) two figures are read off the hidden
+cells that got a donor:
 
 - ``weight``: the w minimising the squared error of ``w * donor + (1 - w) * model_guess`` over the
   numeric cells (each column in units of its standard deviation), clipped to [0, 1]. This is the
