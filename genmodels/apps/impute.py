@@ -308,10 +308,11 @@ class Imputer(KeywordParams, TransformerMixin, BaseEstimator):
         self.repeats_, self.repeats_info_ = None, {"used": False, "why": "repeats=False"}
         if self.repeats:
             numeric = [_is_numeric(df[name], model, name) for name in df.columns]
+            integer = [model.codec_.kinds.get(str(name)) == "integer" for name in df.columns]
             guess = lambda part: fill(model, part, "mean", self.n_draws, seed)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")                   # all-missing rows: said once, at transform
-                self.repeats_ = Repeats.fit(df, numeric, guess, self.holdout, seed)
+                self.repeats_ = Repeats.fit(df, numeric, integer, guess, self.holdout, seed)
             self.repeats_info_ = self.repeats_.info
         self.n_features_in_ = df.shape[1]
         if isinstance(X, pd.DataFrame):
@@ -375,9 +376,8 @@ class Imputer(KeywordParams, TransformerMixin, BaseEstimator):
         out = fill(self.model_, df, strategy, self.n_draws, seed)
         if getattr(self, "repeats_", None) is None or not df.isna().to_numpy().any():
             return out
-        integer = [self.model_.codec_.kinds.get(str(name)) == "integer" for name in df.columns]
         rng = None if strategy == "mean" else np.random.default_rng(None if seed is None else seed + 104729)
-        return self.repeats_.apply(df, out, integer, rng)
+        return self.repeats_.apply(df, out, rng)
 
     @staticmethod
     def _like(X: Any, out: pd.DataFrame) -> Any:

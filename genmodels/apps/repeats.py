@@ -62,12 +62,14 @@ MAX_ROWS = 20_000              # rows (training + to fill) at most for the O(n^2
 CHUNK_CELLS = 4_000_000        # pair-search working set: rows x rows x columns per chunk
 
 
-def codes(df: pd.DataFrame) -> np.ndarray:
-    """(n, d) int64 codes of each column's values, -1 where a cell is missing (equal values, equal codes)."""
-    out = np.empty(df.shape, dtype=np.int64)
+def codes(df: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(n, d) int64 codes of each column's values, -1 where a cell is missing (equal values, equal
+    codes), and each column's values by code (to decode donors)."""
+    out, uniques = np.empty(df.shape, dtype=np.int64), []
     for j in range(df.shape[1]):
-        out[:, j] = pd.factorize(df.iloc[:, j], use_na_sentinel=True)[0]
-    return out
+        out[:, j], u = pd.factorize(df.iloc[:, j], use_na_sentinel=True)
+        uniques.append(np.asarray(u, dtype=object))
+    return out, uniques
 
 
 def surprise(c: np.ndarray) -> np.ndarray:
@@ -141,9 +143,9 @@ def donors(c: np.ndarray, s: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray
     return donor, evidence
 
 
-def find(train: pd.DataFrame | None, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.DataFrame] | None:
-    """Donor codes and evidence for the rows of ``X``, grouped with ``train``'s rows (those identical to
-    a row of ``X``, holes and all, left out), and the joint table the codes refer to; None past ``MAX_ROWS``."""
+def find(train: pd.DataFrame | None, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """Donor values (NaN: none) and evidence bands for the rows of ``X``, grouped with ``train``'s rows
+    (those identical to a row of ``X``, holes and all, left out); None past ``MAX_ROWS``."""
     X = X.set_axis(range(X.shape[1]), axis=1)
     table = X
     if train is not None:
@@ -153,29 +155,23 @@ def find(train: pd.DataFrame | None, X: pd.DataFrame) -> tuple[np.ndarray, np.nd
         table = pd.concat([X, train[new]], ignore_index=True)
     if len(table) > MAX_ROWS:
         return None
-    c = codes(table)
+    c, uniques = codes(table)
     s = surprise(c)
     donor, evidence = donors(c, s, groups(c, compatible_pairs(c, s)))
-    return donor[:len(X)], evidence[:len(X)], table
-
-
-def decode(donor: np.ndarray, table: pd.DataFrame) -> pd.DataFrame:
-    """Donor codes back to values (NaN where no donor), as a frame of ``table``'s columns."""
-    out = {}
-    for j in range(table.shape[1]):
-        uniques = pd.factorize(table.iloc[:, j], use_na_sentinel=True)[1]
-        col = np.full(len(donor), np.nan, dtype=object)
+    donor = donor[:len(X)]
+    values = np.full(donor.shape, np.nan, dtype=object)
+    for j, u in enumerate(uniques):
         has = donor[:, j] >= 0
-        col[has] = np.asarray(uniques, dtype=object)[donor[has, j]]
-        out[j] = col
-    return pd.DataFrame(out)
+        values[has, j] = u[donor[has, j]]
+    return pd.DataFrame(values), np.digitize(evidence[:len(X)], BANDS) - 1
 
 
 class Repeats:
     """Learnt trust in donors per evidence band (``weight``, ``share``), and the training rows."""
 
-    def __init__(self, train: pd.DataFrame, numeric: list[bool], scale: np.ndarray):
-        self.train, self.numeric, self.scale = train.reset_index(drop=True), np.asarray(numeric), scale
+    def __init__(self, train: pd.DataFrame, numeric: list[bool], integer: list[bool], scale: np.ndarray):
+        self.train, self.scale = train.reset_index(drop=True), scale
+        self.numeric, self.integer = np.asarray(numeric), np.asarray(integer)
         self.weight = np.zeros(len(BANDS) - 1)
         self.share = np.zeros(len(BANDS) - 1)
         self.info: dict = {}
@@ -184,15 +180,16 @@ class Repeats:
         return {k: v for k, v in self.__dict__.items() if k != "_last"}      # the search cache is not saved
 
     @classmethod
-    def fit(cls, df: pd.DataFrame, numeric: list[bool], guess: Callable[[pd.DataFrame], pd.DataFrame],
-            holdout: float, seed: int) -> Repeats:
-        """Learn the trust bands from ``holdout`` of ``df``'s observed cells (``guess`` fills a frame by the model)."""
+    def fit(cls, df: pd.DataFrame, numeric: list[bool], integer: list[bool],
+            guess: Callable[[pd.DataFrame], pd.DataFrame], holdout: float, seed: int) -> Repeats:
+        """Learn the trust bands from ``holdout`` of ``df``'s observed cells (``guess`` fills a frame by the
+        model; ``numeric`` and ``integer`` flag the columns by kind)."""
         scale = np.array([float(pd.to_numeric(df.iloc[:, j], errors="coerce").std()) if numeric[j] else 1.0
                           for j in range(df.shape[1])])
         scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
-        self = cls(df, numeric, scale)
+        self = cls(df, numeric, integer, scale)
         rng = np.random.default_rng(seed + 3)
-        seen = df.notna().to_numpy()
+        seen, truth = df.notna().to_numpy(), df.to_numpy(dtype=object)
         bands = len(BANDS) - 1
         stats = np.zeros((4, bands))                     # per band: cells, exact donors, sum (t-m)(d-m), sum (d-m)^2
         for _ in range(MASKS):
@@ -203,16 +200,13 @@ class Repeats:
             if found is None:
                 self.info = {"used": False, "why": f"{len(df)} rows > {MAX_ROWS} (the pair search is O(n^2 d))"}
                 return self
-            donor, evidence, table = found
-            cells = hide & (donor >= 0)
+            values, band = found[0].to_numpy(dtype=object), found[1]
+            cells = hide & pd.notna(values)
             if not cells.any():
                 continue
-            truth = df.to_numpy(dtype=object)
-            values = decode(donor, table).to_numpy(dtype=object)
             model = np.full(df.shape, np.nan, dtype=object)
             some = cells.any(1)                                  # the model's guess only where it is needed
             model[some] = guess(hidden[some]).to_numpy(dtype=object)
-            band = np.digitize(evidence, BANDS) - 1
             for b in range(bands):
                 here = cells & (band == b)[:, None]
                 stats[:2, b] += here.sum(), np.sum(values[here] == truth[here])
@@ -236,8 +230,7 @@ class Repeats:
                      "bands": BANDS.tolist()}
         return self
 
-    def apply(self, X: pd.DataFrame, filled: pd.DataFrame, integer: list[bool],
-              rng: np.random.Generator | None = None) -> pd.DataFrame:
+    def apply(self, X: pd.DataFrame, filled: pd.DataFrame, rng: np.random.Generator | None = None) -> pd.DataFrame:
         """``filled`` (X's missing cells filled by the model) with donors blended in: by ``weight`` when
         ``rng`` is None (the mean strategy), else copied with probability ``share`` per row (a draw)."""
         if not self.info.get("used") or not (self.weight.any() or self.share.any()):
@@ -250,15 +243,14 @@ class Repeats:
             warnings.warn(f"repeated rows not used: more than {MAX_ROWS} rows with the training table "
                           "(transform in smaller batches to use them)", UserWarning, stacklevel=3)
             return filled
-        donor, evidence, table = found
-        band = np.digitize(evidence, BANDS) - 1
-        if not (donor >= 0).any():
+        values, band = found
+        has = values.notna().to_numpy()
+        if not has.any():
             return filled
-        values = decode(donor, table)
         out = filled.copy()
         copy = None if rng is None else rng.random(len(X)) < self.share[band]
         for j, name in enumerate(X.columns):
-            rows = np.flatnonzero(donor[:, j] >= 0)
+            rows = np.flatnonzero(has[:, j])
             if not len(rows):
                 continue
             v = values.iloc[rows, j].to_numpy()
@@ -269,7 +261,7 @@ class Repeats:
                 w = self.weight[band[rows]]
                 model = out.iloc[rows, j].to_numpy(dtype=float)
                 v = w * v.astype(float) + (1 - w) * model
-                if integer[j]:
+                if self.integer[j]:
                     v = np.round(v)
             else:
                 keep = self.share[band[rows]] >= 0.5
